@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class EncryptionConfig(AppConfig):
+    name = "encryption"
+    verbose_name = "Encryption"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,1 @@
+// Small behaviours only; htmx does the requests.

@@ -274,6 +274,23 @@ class Operation(models.Model):
             self.refresh_from_db()
         return won
 
+    def release(self) -> bool:
+        """RUNNING -> QUEUED for a retry after a transient error; that delivery ended cleanly, so it is not
+        counted against OPERATION_MAX_DELIVERIES (which is for workers that died)."""
+        n = Operation.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+            status=self.Status.QUEUED,
+            lease_expires_at=None,
+            enqueued_at=timezone.now(),
+            deliveries=models.F("deliveries") - 1,
+        )
+        self.refresh_from_db()
+        return n == 1
+
+    def extend_lease(self) -> None:
+        """Push the lease forward while a worker is still making progress."""
+        lease = timezone.now() + timedelta(seconds=settings.OPERATION_LEASE_SECONDS)
+        Operation.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(lease_expires_at=lease)
+
     def finish(self, *, succeeded: bool, reason: str = "", error_code: str = "", **fields: Any) -> bool:
         """Move RUNNING -> SUCCEEDED/FAILED once; False if it had already ended."""
         status = self.Status.SUCCEEDED if succeeded else self.Status.FAILED
@@ -323,17 +340,17 @@ class AuditEvent(models.Model):
         INFO = "info", "Info"
 
     seq = models.BigIntegerField(unique=True)
-    created_at = models.DateTimeField(db_index=True)
-    actor = models.CharField(max_length=150, db_index=True)
+    created_at = models.DateTimeField()
+    actor = models.CharField(max_length=150)
     actor_role = models.CharField(max_length=40, blank=True)
     source = models.CharField(max_length=10)
     source_ip = models.CharField(max_length=45, blank=True)
     source_detail = models.CharField(max_length=200, blank=True)
-    action = models.CharField(max_length=60, db_index=True)
-    target = models.CharField(max_length=400, blank=True, db_index=True)
-    key_id = models.CharField(max_length=300, blank=True, db_index=True)
+    action = models.CharField(max_length=60)
+    target = models.CharField(max_length=400, blank=True)
+    key_id = models.CharField(max_length=300, blank=True)
     operation = models.ForeignKey(Operation, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
-    outcome = models.CharField(max_length=10, choices=Outcome.choices, db_index=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     request_ids = models.JSONField(default=list, blank=True)
@@ -346,6 +363,19 @@ class AuditEvent(models.Model):
         permissions = [
             ("view_audit", "Can read the audit trail"),
             ("export_audit", "Can export the audit trail"),
+        ]
+        # The audit page filters on one of these columns and pages by seq (keyset, newest first): an index
+        # (field, seq) answers "WHERE field = x AND seq < cursor ORDER BY seq DESC LIMIT n" by reading n
+        # index entries, however many millions of rows the trail holds. These replace single-column indexes.
+        # The free-text search on `message` has its own trigram index (PostgreSQL only, migration 0004).
+        indexes = [
+            models.Index(fields=["created_at", "seq"], name="audit_time_seq_idx"),
+            models.Index(fields=["actor", "seq"], name="audit_actor_seq_idx"),
+            models.Index(fields=["actor_role", "seq"], name="audit_role_seq_idx"),
+            models.Index(fields=["target", "seq"], name="audit_target_seq_idx"),
+            models.Index(fields=["key_id", "seq"], name="audit_key_seq_idx"),
+            models.Index(fields=["action", "seq"], name="audit_action_seq_idx"),
+            models.Index(fields=["outcome", "seq"], name="audit_outcome_seq_idx"),
         ]
 
     def __str__(self) -> str:
@@ -366,3 +396,48 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint at #{self.seq}"
+
+
+class AuditChainHead(models.Model):
+    """One row whose lock serialises appends to the audit chain on PostgreSQL (see encryption/audit.py).
+
+    Locking a dedicated row, rather than the last event, works on an empty trail too and never blocks
+    readers of the trail.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+
+    def __str__(self) -> str:
+        return "audit chain head"
+
+
+class AuditExport(models.Model):
+    """One export of the trail and, once its stream has finished, the signed manifest of its exact bytes."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        JSONL = "jsonl", "JSON lines"
+
+    export_id = models.UUIDField(unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    actor = models.CharField(max_length=150)
+    format = models.CharField(max_length=5, choices=Format.choices)
+    filters = models.JSONField(default=dict, blank=True)
+    # The chain head when the export was asked for: the file never includes events recorded after it (its
+    # own audit events among them), so the same export always streams the same rows.
+    upto_seq = models.BigIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    # The manifest as signed (canonical JSON text) and its Ed25519 signature; empty until the stream ends.
+    manifest = models.TextField(blank=True)
+    signature = models.CharField(max_length=200, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"export {self.export_id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finished_at is not None

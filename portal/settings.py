@@ -84,9 +84,15 @@ def envdatabase(name: str, default: dict[str, Any]) -> dict[str, Any]:
 
 def envbroker(name: str, default: str) -> str:
     value = os.environ.get(name) or default
-    scheme = urlsplit(value).scheme
-    if scheme not in {"filesystem", "redis", "rediss", "memory"}:
-        raise ImproperlyConfigured(f"{name} must be a filesystem://, redis:// or rediss:// URL, not {value!r}")
+    parts = urlsplit(value)
+    # The message shows the URL without its password: start-up errors end up in logs.
+    shown = value.replace(f":{parts.password}@", ":***@") if parts.password else value
+    if parts.scheme not in {"filesystem", "redis", "rediss", "memory"}:
+        raise ImproperlyConfigured(f"{name} must be a filesystem://, redis:// or rediss:// URL, not {shown!r}")
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has an invalid port: {shown!r}") from None
     return value
 
 
@@ -132,6 +138,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Remembers the request so audit events raised by signals (a role changed in the admin) name who did it.
+    "encryption.actors.ActorMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -300,15 +308,15 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30 if CELERY_TASK_TIME_LI
 CELERY_VISIBILITY_TIMEOUT = CELERY_TASK_TIME_LIMIT * 2
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# Named on its own so the test harness can talk to a filesystem broker while the suite runs on Redis.
+FILESYSTEM_BROKER_OPTIONS = {
+    "data_folder_in": str(BROKER_DIR / "queue"),
+    "data_folder_out": str(BROKER_DIR / "queue"),
+    "control_folder": str(BROKER_DIR / "control"),
+    "store_processed": False,
+}
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    CELERY_BROKER_TRANSPORT_OPTIONS.update(
-        {
-            "data_folder_in": str(BROKER_DIR / "queue"),
-            "data_folder_out": str(BROKER_DIR / "queue"),
-            "control_folder": str(BROKER_DIR / "control"),
-            "store_processed": False,
-        }
-    )
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(FILESYSTEM_BROKER_OPTIONS)
 # Publishing retries are bounded: a broker that is down must not hang a web request. The operation
 # row stays queued and the sweeper sends it once the broker is back.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
@@ -324,6 +332,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = envstr("CELERY_TASK_DEFAULT_QUEUE", "keyward")
+# portal/ is not an installed app, so its diagnostic task (portal.ping) is imported explicitly.
+CELERY_IMPORTS = ("portal.tasks",)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 SYNC_INTERVAL_SECONDS = envint("SYNC_INTERVAL_SECONDS", 300, minimum=10)
@@ -338,12 +348,29 @@ CELERY_BEAT_SCHEDULE = {
 
 OPERATION_LEASE_SECONDS = envint("OPERATION_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=30)
 OPERATION_MAX_DELIVERIES = envint("OPERATION_MAX_DELIVERIES", 5, minimum=1)
+# A queued row whose task was sent this long ago and never picked up is sent again by the sweeper (a
+# broker can lose a message; a duplicate is harmless because workers claim rows conditionally).
+OPERATION_REQUEUE_SECONDS = envint("OPERATION_REQUEUE_SECONDS", 120, minimum=5)
+# How many times a task is retried after a transient Azure error before the operation fails.
+OPERATION_MAX_RETRIES = envint("OPERATION_MAX_RETRIES", 5, minimum=0)
 # The longest the SDK may wait on Retry-After and backoff within one task before giving up as transient.
 AZURE_RETRY_BUDGET_SECONDS = envint("AZURE_RETRY_BUDGET_SECONDS", 30, minimum=1)
 AZURE_RETRY_TOTAL = envint("AZURE_RETRY_TOTAL", 4, minimum=0)
 AZURE_POLLING_INTERVAL = envint("AZURE_POLLING_INTERVAL", 0 if EMULATOR_ENABLED else 10)
 # The emulator's transport really sleeps, capped so a test or demo never waits long.
 EMULATOR_SLEEP_CAP_SECONDS = float(envint("EMULATOR_SLEEP_CAP_MS", 1000)) / 1000
+# Page size of the emulated Key Vault data plane's lists (Key Vault caps it at 25); small in tests.
+EMULATOR_KV_PAGE_SIZE = envint("EMULATOR_KV_PAGE_SIZE", 25, minimum=1)
+# The emulator's ARM for Cognitive Services accounts (emulator/README.md): list page size, status polls
+# before an account LRO finishes (and the emulator-clock seconds after which an unpolled one finishes
+# anyway), SKUs with the CustomerManagedKey capability, 2048-bit-only CMK keys, and whether a CMK
+# keyVersion may be empty (versionless).
+EMULATOR_ARM_PAGE_SIZE = envint("EMULATOR_ARM_PAGE_SIZE", 5, minimum=1)
+EMULATOR_LRO_POLLS = envint("EMULATOR_LRO_POLLS", 1, minimum=1)
+EMULATOR_LRO_TIMEOUT_SECONDS = envint("EMULATOR_LRO_TIMEOUT_SECONDS", 60, minimum=1)
+EMULATOR_CMK_SKUS = tuple(s.strip().upper() for s in envstr("EMULATOR_CMK_SKUS", "S0,E0").split(",") if s.strip())
+EMULATOR_CMK_STRICT_KEY_SIZE = envbool("EMULATOR_CMK_STRICT_KEY_SIZE", False)
+EMULATOR_CMK_REQUIRE_KEY_VERSION = envbool("EMULATOR_CMK_REQUIRE_KEY_VERSION", True)
 
 # The audit trail's Ed25519 signing key (checkpoints and export manifests). The embedded default
 # generates one under var/ on first use; production points this at a mounted secret file.

@@ -1,19 +1,13 @@
-"""Test-wide setup: every test run gets its own folder for databases and the broker.
-
-Set before Django loads settings, so concurrent runs on one machine never share a SQLite file, a
-PostgreSQL test database or a filesystem-broker queue.
-"""
+"""Test-wide setup. Each run's own folders are chosen in tests/settings.py (pytest-django loads the
+settings before this file is imported, too late to choose them here)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-import uuid
+# On PostgreSQL the audit tables are append-only (a trigger): every TransactionTestCase's flush empties
+# them through a privileged connection first (tests/audit_helpers.py).
+from tests.audit_helpers import install_flush_reset  # noqa: E402
 
-_run_id = os.environ.setdefault("KEYWARD_TEST_RUN_ID", uuid.uuid4().hex[:8])
-_run_dir = os.environ.setdefault("KEYWARD_TEST_DIR", tempfile.mkdtemp(prefix=f"keyward-test-{_run_id}-"))
-os.environ.setdefault("KEYWARD_TEST_DB_DIR", os.path.join(_run_dir, "db"))
-os.environ.setdefault("KEYWARD_VAR_DIR", os.path.join(_run_dir, "var"))
-os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"keyward-test-{_run_id}")
-os.makedirs(os.environ["KEYWARD_TEST_DB_DIR"], exist_ok=True)
-os.makedirs(os.environ["KEYWARD_VAR_DIR"], exist_ok=True)
+install_flush_reset()
+
+# The cross-process harness's fixtures (worker, chromium, page); the harness itself is tests/harness.py.
+pytest_plugins = ["tests.plugins"]

@@ -1,0 +1,200 @@
+"""Evidence exports of the audit trail: a streamed CSV or JSON-lines file and its signed manifest.
+
+The file is produced once, from keyset batches (memory stays bounded whatever the trail's size); its
+SHA-256, count and first/last hashes are computed over the exact bytes sent. When the stream ends, the
+manifest is signed with the audit key (the one that signs chain checkpoints) and stored, so a reviewer can
+later prove offline, with `verify_export` and the public key, that the file is what Keyward exported.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from encryption import audit, signing
+from encryption.actors import Actor
+from encryption.audit_query import AuditFilters, iter_for_export
+from encryption.models import AuditEvent, AuditExport
+
+MANIFEST_VERSION = 1
+COLUMNS = (
+    "seq",
+    "created_at",
+    "actor",
+    "actor_role",
+    "source",
+    "source_ip",
+    "source_detail",
+    "action",
+    "outcome",
+    "target",
+    "key_id",
+    "operation_id",
+    "before",
+    "after",
+    "request_ids",
+    "message",
+    "prev_hash",
+    "hash",
+)
+CONTENT_TYPES = {AuditExport.Format.CSV: "text/csv; charset=utf-8", AuditExport.Format.JSONL: "application/x-ndjson"}
+
+
+def canonical(manifest: dict[str, Any]) -> bytes:
+    """The bytes that are signed: sorted keys, no spaces, ASCII only, so any JSON reader re-creates them."""
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def file_name(export: AuditExport) -> str:
+    return f"keyward-audit-{export.export_id}.{export.format}"
+
+
+def manifest_name(export: AuditExport) -> str:
+    return f"keyward-audit-{export.export_id}.manifest.json"
+
+
+# Asking for an export
+
+
+def start_export(*, actor: Actor, fmt: str, filters: AuditFilters) -> AuditExport:
+    """Create the export (fixing the chain head it covers) and record that it was asked for."""
+    with transaction.atomic():
+        head = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+        export = AuditExport.objects.create(
+            export_id=uuid.uuid4(), actor=actor.username, format=fmt, filters=filters.as_dict(), upto_seq=head
+        )
+        audit.record(
+            actor=actor,
+            action="audit.exported",
+            outcome=AuditEvent.Outcome.REQUESTED,
+            after={"export_id": str(export.export_id), "format": fmt, "filter": export.filters, "upto_seq": head},
+            message=f"Export of the audit trail as {export.get_format_display()} requested",
+        )
+    return export
+
+
+def claim_stream(export: AuditExport) -> bool:
+    """Whether this request may stream the file: each export is streamed exactly once, so its manifest
+    describes the only copy Keyward handed out."""
+    won = AuditExport.objects.filter(pk=export.pk, started_at__isnull=True).update(started_at=timezone.now()) == 1
+    if won:
+        export.refresh_from_db()
+    return won
+
+
+# Streaming the file
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+def _encode_csv(rows: list[dict[str, Any]], *, header: bool) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    if header:
+        writer.writerow(COLUMNS)
+    writer.writerows([_cell(row[c]) for c in COLUMNS] for row in rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def _encode_jsonl(rows: list[dict[str, Any]]) -> bytes:
+    lines = (json.dumps(_jsonable(row), sort_keys=True, separators=(",", ":"), ensure_ascii=False) for row in rows)
+    return "".join(line + "\n" for line in lines).encode("utf-8")
+
+
+@dataclass
+class _Tally:
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    count: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    first_hash: str = ""
+    last_hash: str = ""
+
+    def add(self, chunk: bytes, rows: list[dict[str, Any]]) -> bytes:
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        if rows:
+            if self.first_seq is None:
+                self.first_seq, self.first_hash = rows[0]["seq"], rows[0]["hash"]
+            self.last_seq, self.last_hash = rows[-1]["seq"], rows[-1]["hash"]
+            self.count += len(rows)
+        return chunk
+
+
+def stream(export: AuditExport, *, actor: Actor) -> Iterator[bytes]:
+    """The file's bytes, batch by batch; the signed manifest is stored once the last byte is produced.
+
+    A client that disconnects closes the generator early, so no manifest exists for a partial file.
+    """
+    tally = _Tally()
+    filters = AuditFilters.from_dict(export.filters)
+    is_csv = export.format == AuditExport.Format.CSV
+    if is_csv:
+        yield tally.add(_encode_csv([], header=True), [])
+    for rows in iter_for_export(filters, upto_seq=export.upto_seq):
+        yield tally.add(_encode_csv(rows, header=False) if is_csv else _encode_jsonl(rows), rows)
+    _finish(export, tally, actor=actor)
+
+
+def _finish(export: AuditExport, tally: _Tally, *, actor: Actor) -> None:
+    now = timezone.now()
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "export_id": str(export.export_id),
+        "file_name": file_name(export),
+        "format": export.format,
+        "sha256": tally.digest.hexdigest(),
+        "bytes": tally.size,
+        "count": tally.count,
+        "first_seq": tally.first_seq,
+        "last_seq": tally.last_seq,
+        "first_hash": tally.first_hash,
+        "last_hash": tally.last_hash,
+        "upto_seq": export.upto_seq,
+        "filter": export.filters,
+        "exported_by": actor.username,
+        "exported_by_role": actor.role,
+        "requested_at": export.created_at.isoformat(),
+        "exported_at": now.isoformat(),
+        "algorithm": "Ed25519",
+        "public_key_fingerprint": signing.public_key_fingerprint(),
+    }
+    text = canonical(manifest)
+    with transaction.atomic():
+        AuditExport.objects.filter(pk=export.pk).update(
+            manifest=text.decode("ascii"), signature=audit.sign(text), finished_at=now
+        )
+        audit.record(
+            actor=actor,
+            action="audit.exported",
+            outcome=AuditEvent.Outcome.SUCCEEDED,
+            after={k: manifest[k] for k in ("export_id", "format", "count", "sha256", "first_hash", "last_hash")},
+            message=f"Audit trail exported: {tally.count} events as {export.get_format_display()}",
+        )
+
+
+def signed_manifest(export: AuditExport) -> dict[str, Any]:
+    """The downloadable manifest document: the signed manifest and its signature."""
+    return {"manifest": json.loads(export.manifest), "signature": export.signature}

@@ -203,7 +203,9 @@ def apply_identity(account: CognitiveAccount, identity: dict[str, Any], *, princ
                 uamis.pop(resource_id, None)
                 continue
             uamis[resource_id] = uami_ids(resource_id)
-            register_principal(uamis[resource_id]["principalId"], tenant_id, display_name=resource_id.rsplit("/", 1)[-1])
+            register_principal(
+                uamis[resource_id]["principalId"], tenant_id, display_name=resource_id.rsplit("/", 1)[-1]
+            )
     account.user_assigned_identities = uamis
     account.identity_type = identity_type_name(bool(account.principal_id), bool(uamis))
     account.identity_tenant_id = tenant_id if (account.principal_id or uamis) else ""
@@ -250,7 +252,9 @@ def create_account(
     validate_names(resource_group, name)
     subdomain = custom_subdomain.lower()
     if subdomain and not SUBDOMAIN_RE.match(subdomain):
-        raise AccountError("InvalidCustomSubDomainName", f"customSubDomainName '{custom_subdomain}' is not a valid DNS label.")
+        raise AccountError(
+            "InvalidCustomSubDomainName", f"customSubDomainName '{custom_subdomain}' is not a valid DNS label."
+        )
     if subdomain and CognitiveAccount.objects.filter(custom_subdomain=subdomain).exists():
         raise AccountError("CustomDomainInUse", f"The custom subdomain '{subdomain}' is already in use.", 409)
     now = clock.now()

@@ -58,7 +58,9 @@ def _refuse_if_busy(account: CognitiveAccount) -> None:
         raise EmuError(arm_error(409, "AnotherOperationInProgress", message))
 
 
-def _accepted(status: int, account: CognitiveAccount | None, operation: ArmOperation, request: EmuRequest) -> EmuResponse:
+def _accepted(
+    status: int, account: CognitiveAccount | None, operation: ArmOperation, request: EmuRequest
+) -> EmuResponse:
     headers = lro.headers(operation, request.api_version)
     if account is None:
         return empty_response(status, headers)
@@ -111,7 +113,9 @@ def put_account(request: EmuRequest, subscription_id: str, resource_group: str, 
     return _accepted(201, account, operation, request)
 
 
-def _create(request: EmuRequest, subscription_id: str, resource_group: str, name: str, body: dict[str, Any]) -> CognitiveAccount:
+def _create(
+    request: EmuRequest, subscription_id: str, resource_group: str, name: str, body: dict[str, Any]
+) -> CognitiveAccount:
     properties = body.get("properties") or {}
     if str(body.get("kind") or "") == "":
         raise AccountError("InvalidKind", "kind is required (Face).")
@@ -173,7 +177,9 @@ def delete_account(request: EmuRequest, subscription_id: str, resource_group: st
 
 
 def _operation_or_404(subscription_id: str, operation_id: str) -> ArmOperation:
-    operation = ArmOperation.objects.filter(subscription_id=subscription_id.lower(), operation_id=operation_id.lower()).first()
+    operation = ArmOperation.objects.filter(
+        subscription_id=subscription_id.lower(), operation_id=operation_id.lower()
+    ).first()
     if operation is None:
         raise EmuError(arm_error(404, "OperationNotFound", f"The operation '{operation_id}' was not found."))
     return operation

@@ -441,12 +441,13 @@ def assignments_covering(resource_id: str, principal_id: str | None = None) -> l
 # Authorization on the data plane
 
 
-def permissions_of(vault: Vault, object_id: str) -> set[str]:
-    """The key permissions `object_id` holds on `vault`: from role assignments on RBAC vaults (access
-    policies are then ignored, as Azure does), else from its access policy."""
+def permissions_of(vault: Vault, object_id: str, key_name: str = "") -> set[str]:
+    """The key permissions `object_id` holds on `vault` (on one key when `key_name` is given): from role
+    assignments on RBAC vaults (access policies are then ignored, as Azure does), else its access policy."""
     if vault.rbac_authorization:
+        resource = f"{vault.arm_id}/keys/{key_name}" if key_name else vault.arm_id
         granted: set[str] = set()
-        for assignment in assignments_covering(vault.arm_id, object_id):
+        for assignment in assignments_covering(resource, object_id):
             definition = ROLE_DEFINITIONS.get(role_definition_guid(assignment.role_definition_id))
             if definition is not None:
                 granted |= definition.permissions
@@ -462,7 +463,7 @@ def permissions_of(vault: Vault, object_id: str) -> set[str]:
 
 def authorize(vault: Vault, caller: Caller, permission: str, key_name: str = "") -> None:
     """Raise the 403 Key Vault gives when `caller` lacks `permission` (access policy or RBAC)."""
-    if permission in permissions_of(vault, caller.object_id):
+    if permission in permissions_of(vault, caller.object_id, key_name):
         return
     if vault.rbac_authorization:
         resource = f"{vault.arm_id}/keys/{key_name}" if key_name else vault.arm_id

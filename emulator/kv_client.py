@@ -9,10 +9,11 @@ Failures become a `KeyVaultFailure` carrying one of the emulator's CMK codes.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from azure.core.rest import HttpRequest
 from azure.keyvault.keys import KeyClient, KeyVaultKey
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
@@ -21,6 +22,8 @@ from emulator.sdk import build_sdk_options
 
 WRAP_ALGORITHM = KeyWrapAlgorithm.rsa_oaep_256
 VAULT_HOST_SUFFIX = ".vault.azure.net"
+# What the SDK raises for a refusal or an unreachable vault (ValueError: a challenge it will not follow).
+SDK_FAILURES = (AzureError, ValueError, KeyError)
 
 
 @dataclass
@@ -50,7 +53,7 @@ def crypto_client(kid: str, principal: str) -> CryptographyClient:
 def get_key(vault_uri: str, name: str, version: str, principal: str) -> KeyVaultKey:
     try:
         return key_client(vault_uri, principal).get_key(name, version or None)
-    except Exception as exc:  # noqa: BLE001 - every SDK failure is classified, none is swallowed
+    except SDK_FAILURES as exc:
         raise classify(exc, what=f"key '{name}'") from None
 
 
@@ -59,7 +62,7 @@ def wrap(kid: str, principal: str, value: bytes) -> tuple[bytes, str]:
     try:
         client = crypto_client(kid, principal)
         result = client.wrap_key(WRAP_ALGORITHM, value)
-    except Exception as exc:  # noqa: BLE001
+    except SDK_FAILURES as exc:
         raise classify(exc, what="the data key (wrapKey)") from None
     return result.encrypted_key, str(result.key_id or client.key_id)
 
@@ -67,7 +70,7 @@ def wrap(kid: str, principal: str, value: bytes) -> tuple[bytes, str]:
 def unwrap(kid: str, principal: str, wrapped: bytes) -> bytes:
     try:
         return crypto_client(kid, principal).unwrap_key(WRAP_ALGORITHM, wrapped).key
-    except Exception as exc:  # noqa: BLE001
+    except SDK_FAILURES as exc:
         raise classify(exc, what="the data key (unwrapKey)") from None
 
 
@@ -80,7 +83,7 @@ def remote_operation(vault_uri: str, name: str, version: str, principal: str, op
         response = key_client(vault_uri, principal).send_request(request)
         response.raise_for_status()
         result = str(response.json()["value"])
-    except Exception as exc:  # noqa: BLE001
+    except SDK_FAILURES as exc:
         raise classify(exc, what=f"key '{name}' ({operation})") from None
     return base64.urlsafe_b64decode(result + "=" * (-len(result) % 4))
 
@@ -90,8 +93,8 @@ def remote_operation(vault_uri: str, name: str, version: str, principal: str, op
 
 def _inner_code(exc: HttpResponseError) -> str:
     try:
-        body = exc.response.json() if exc.response is not None else {}
-    except Exception:  # noqa: BLE001 - a body that is not JSON has no inner code
+        body = json.loads(exc.response.text()) if exc.response is not None else {}
+    except (ValueError, TypeError):  # a body that is not JSON has no inner code
         return ""
     error = (body or {}).get("error") or {}
     return str((error.get("innererror") or {}).get("code") or "")

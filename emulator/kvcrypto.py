@@ -98,7 +98,9 @@ def new_ec_key(curve: str) -> GeneratedKey:
 
 
 def load_private(pem: bytes) -> PrivateKey:
-    key = serialization.load_pem_private_key(bytes(pem), password=None)
+    # The emulator generated this key itself; skipping the RSA consistency check makes loading ~100x faster
+    # (0.15 s -> 1 ms per unwrap), which the seed and every data access probe depend on.
+    key = serialization.load_pem_private_key(bytes(pem), password=None, unsafe_skip_rsa_key_validation=True)
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise CryptoError("Unsupported key material.")
     return key

@@ -270,7 +270,8 @@ def key_active(req: CmkRequest) -> None:
 
 
 def key_type_supported(req: CmkRequest) -> None:
-    kty = str(_key(req).key_type or "")
+    raw = _key(req).key_type
+    kty = str(getattr(raw, "value", raw) or "")
     if kty not in SUPPORTED_KEY_TYPES:
         raise CmkRefused(
             "UnsupportedKeyType",
@@ -280,7 +281,7 @@ def key_type_supported(req: CmkRequest) -> None:
 
 
 def key_size_supported(req: CmkRequest) -> None:
-    modulus = _key(req).key.n or b""
+    modulus: bytes = getattr(_key(req).key, "n", None) or b""  # JsonWebKey sets its fields dynamically
     bits = len(modulus.lstrip(b"\x00")) * 8
     if bits not in allowed_key_sizes():
         sizes = ", ".join(str(s) for s in allowed_key_sizes())

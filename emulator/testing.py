@@ -56,9 +56,14 @@ def reset_clock() -> None:
     clock.reset()
 
 
-def request_count(method: str | None = None, path_contains: str | None = None, *, host: str | None = None) -> int:
-    """How many requests the emulator answered (whatever the status), filtered case-insensitively."""
+def request_count(
+    method: str | None = None, path_contains: str | None = None, *, host: str | None = None, status: int | None = None
+) -> int:
+    """How many requests the emulator answered (any status unless `status` is given), filtered
+    case-insensitively. Key Vault's first request to a host is the 401 challenge: it counts too."""
     rows = RequestLog.objects.all()
+    if status is not None:
+        rows = rows.filter(status=status)
     if method:
         rows = rows.filter(method=method.upper())
     if path_contains:

@@ -75,7 +75,9 @@ class EmulatorTransport(HttpTransport[HttpRequest, EmulatorResponse]):
         time.sleep(max(0.0, min(float(duration), settings.EMULATOR_SLEEP_CAP_SECONDS)))
 
     def send(self, request: HttpRequest, **kwargs: Any) -> EmulatorResponse:
-        content = request.content
+        # Most clients send azure.core.rest requests (`.content`); azure-mgmt-authorization 4.0 still sends
+        # the legacy pipeline.transport request, whose body is `.data` / `.body`.
+        content = request.content if hasattr(request, "content") else getattr(request, "body", None)
         body = content.encode() if isinstance(content, str) else (content or b"")
         emu_request = EmuRequest.build(request.method, request.url, request.headers, bytes(body))
         _adopt_shared_connections()

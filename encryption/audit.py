@@ -14,7 +14,7 @@ The chain
     encoded as UTF-8 (plain ASCII, given ensure_ascii). It reads the same from SQLite and PostgreSQL
     because record() stores only values both return unchanged: strings without NUL and cut to their
     column's length, JSON with string keys and no NaN, and whole-number floats stored as ints (jsonb
-    would print 1e2 as 100, which JSON reads back as an int).
+    prints 1e17 as 100000000000000000, which reads back as an int; other floats read back unchanged).
 
 Appends
     record() runs in `transaction.atomic()`, joining the caller's transaction, so a change and its audit
@@ -131,7 +131,7 @@ def _normalise_json(value: Any) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+        return int(value) if value.is_integer() else value
     if isinstance(value, str):
         return _clean_str(value)
     if isinstance(value, dict):

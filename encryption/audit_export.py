@@ -22,30 +22,11 @@ from django.utils import timezone
 
 from encryption import audit, signing
 from encryption.actors import Actor
-from encryption.audit_query import AuditFilters, iter_for_export
+from encryption.audit_query import EXPORT_COLUMNS, JSON_COLUMNS, AuditFilters, iter_for_export
 from encryption.models import AuditEvent, AuditExport
 
 MANIFEST_VERSION = 1
-COLUMNS = (
-    "seq",
-    "created_at",
-    "actor",
-    "actor_role",
-    "source",
-    "source_ip",
-    "source_detail",
-    "action",
-    "outcome",
-    "target",
-    "key_id",
-    "operation_id",
-    "before",
-    "after",
-    "request_ids",
-    "message",
-    "prev_hash",
-    "hash",
-)
+COLUMNS = EXPORT_COLUMNS
 CONTENT_TYPES = {AuditExport.Format.CSV: "text/csv; charset=utf-8", AuditExport.Format.JSONL: "application/x-ndjson"}
 
 
@@ -94,32 +75,34 @@ def claim_stream(export: AuditExport) -> bool:
 # Streaming the file
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    if hasattr(value, "isoformat"):
-        return str(value.isoformat())
-    return str(value)
+_SEQ, _HASH = COLUMNS.index("seq"), COLUMNS.index("hash")
+_JSON_AT = tuple(i for i, c in enumerate(COLUMNS) if c in JSON_COLUMNS)
+_SCALAR_AT = tuple(i for i, c in enumerate(COLUMNS) if c not in JSON_COLUMNS)
+_CREATED_AT = COLUMNS.index("created_at")
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
-
-
-def _encode_csv(rows: list[dict[str, Any]], *, header: bool) -> bytes:
+def _encode_csv(rows: list[tuple[Any, ...]], *, header: bool) -> bytes:
+    # csv writes None as an empty cell and a datetime as str() ("2026-01-31 09:00:00.123456+00:00"), which
+    # datetime.fromisoformat reads back; the rows go to the C writer untouched.
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     if header:
         writer.writerow(COLUMNS)
-    writer.writerows([_cell(row[c]) for c in COLUMNS] for row in rows)
+    writer.writerows(rows)
     return buf.getvalue().encode("utf-8")
 
 
-def _encode_jsonl(rows: list[dict[str, Any]]) -> bytes:
-    lines = (json.dumps(_jsonable(row), sort_keys=True, separators=(",", ":"), ensure_ascii=False) for row in rows)
-    return "".join(line + "\n" for line in lines).encode("utf-8")
+def _jsonl_line(row: tuple[Any, ...]) -> str:
+    scalars = {COLUMNS[i]: row[i] for i in _SCALAR_AT}
+    scalars["created_at"] = row[_CREATED_AT].isoformat()
+    text = json.dumps(scalars, separators=(",", ":"), ensure_ascii=False)
+    # The JSON columns are spliced in as stored: already JSON text (or SQL NULL).
+    raw = "".join(f',"{COLUMNS[i]}":{row[i] if row[i] is not None else "null"}' for i in _JSON_AT)
+    return text[:-1] + raw + "}\n"
+
+
+def _encode_jsonl(rows: list[tuple[Any, ...]]) -> bytes:
+    return "".join(map(_jsonl_line, rows)).encode("utf-8")
 
 
 @dataclass
@@ -132,13 +115,13 @@ class _Tally:
     first_hash: str = ""
     last_hash: str = ""
 
-    def add(self, chunk: bytes, rows: list[dict[str, Any]]) -> bytes:
+    def add(self, chunk: bytes, rows: list[tuple[Any, ...]]) -> bytes:
         self.digest.update(chunk)
         self.size += len(chunk)
         if rows:
             if self.first_seq is None:
-                self.first_seq, self.first_hash = rows[0]["seq"], rows[0]["hash"]
-            self.last_seq, self.last_hash = rows[-1]["seq"], rows[-1]["hash"]
+                self.first_seq, self.first_hash = rows[0][_SEQ], rows[0][_HASH]
+            self.last_seq, self.last_hash = rows[-1][_SEQ], rows[-1][_HASH]
             self.count += len(rows)
         return chunk
 

@@ -76,12 +76,12 @@ def rotation_summary(policy: Any) -> str:
     for item in policy.get("lifetimeActions") or policy.get("lifetime_actions") or []:
         action = item.get("action")
         kind = action.get("type") if isinstance(action, dict) else action
-        trigger = item.get("trigger") if isinstance(item.get("trigger"), dict) else item
+        trigger: dict[str, Any] = item["trigger"] if isinstance(item.get("trigger"), dict) else item
         after = trigger.get("timeAfterCreate") or trigger.get("time_after_create")
         before = trigger.get("timeBeforeExpiry") or trigger.get("time_before_expiry")
         when = f"{after} after creation" if after else f"{before} before expiry" if before else "on demand"
         parts.append(f"{kind or 'Action'} {when}")
-    attributes = policy.get("attributes") if isinstance(policy.get("attributes"), dict) else policy
+    attributes: dict[str, Any] = policy["attributes"] if isinstance(policy.get("attributes"), dict) else policy
     expiry = attributes.get("expiryTime") or attributes.get("expires_in")
     if expiry:
         parts.append(f"new versions expire after {expiry}")

@@ -326,6 +326,7 @@ def _resolve_version(runner: Runner, target: Target) -> Target:
         return Target(target.vault_uri, target.key_name, pinned, target.vault_subscription_id)
 
     def resolve() -> Done:
+        _find_vault(target)  # over ARM first: a vault that does not exist has no host to ask for its key
         key = gw.get_key(target.vault_uri, target.key_name)
         runner.pin(key_version=key.version)
         return Done(f"The key's current version is {key.version}; the account is pinned to it.")
@@ -457,10 +458,14 @@ def _refresh(runner: Runner, account: Account, *, cmk_tenant_id: str | None = No
 
 
 def _set_key(runner: Runner, account: Account, target: Target) -> None:
-    """The whole of putting an account on a key version: identity, checks, access, PATCH, read-back, probe."""
+    """The whole of putting an account on a key version: checks, identity, access, PATCH, read-back, probe.
+
+    The checks run before anything is changed: an identity that is off or access not yet granted is a
+    "will be done" check, not a blocking one, so a blocked operation leaves the account exactly as it was.
+    """
     target = _resolve_version(runner, target)
-    _ensure_identity(runner, account.arm_id)
     _run_preflight(runner, account.arm_id, target)
+    _ensure_identity(runner, account.arm_id)
     _grant_access(runner, account.arm_id, target)
     _write_key(runner, account.arm_id, target)
     _verify_key(runner, account.arm_id, target)

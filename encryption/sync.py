@@ -238,7 +238,7 @@ def sync_account(account: Account | int, *, actor: Actor | None = None, record_c
 
 def find_vault_of(info: gw.AccountInfo) -> gw.VaultInfo | None:
     """The vault named by a CMK account: the mirrored one when known, else searched in the account's own
-    subscription, then in the other mirrored subscriptions."""
+    subscription, then the other mirrored ones, then any other subscription Keyward can see."""
     uri = _norm_uri(info.key_vault_uri)
     mirrored = KeyVault.objects.filter(vault_uri__iexact=uri).first()
     if mirrored is not None:
@@ -247,11 +247,16 @@ def find_vault_of(info: gw.AccountInfo) -> gw.VaultInfo | None:
         except gw.PermanentAzureError as exc:
             if not exc.not_found:
                 raise
-    others = Subscription.objects.exclude(subscription_id__iexact=info.subscription_id)
-    for subscription_id in [info.subscription_id, *others.values_list("subscription_id", flat=True)]:
-        vault = gw.find_vault(uri, subscription_id)
-        if vault is not None:
-            return vault
+    tried: set[str] = set()
+    mirrored = Subscription.objects.values_list("subscription_id", flat=True)
+    for candidates in ([info.subscription_id, *mirrored], [s.subscription_id for s in gw.list_subscriptions()]):
+        for subscription_id in candidates:
+            if subscription_id.lower() in tried:
+                continue
+            tried.add(subscription_id.lower())
+            vault = gw.find_vault(uri, subscription_id)
+            if vault is not None:
+                return vault
     return None
 
 

@@ -21,3 +21,10 @@ def ensure_broker_folders() -> None:
     for key in ("data_folder_in", "data_folder_out", "control_folder"):
         if key in options:
             os.makedirs(options[key], exist_ok=True)
+
+
+@app.on_after_configure.connect
+def _broker_folders_on_configure(sender: Celery, **kwargs: object) -> None:
+    # Every process that publishes or consumes configures the app first (web, CLI, worker, beat), so a
+    # fresh var/ folder never makes the first task fail with "No such file or directory".
+    ensure_broker_folders()

@@ -2,10 +2,20 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+# Sign-in, sign-out and password change only: no self-service password reset, which would put an
+# anonymous form that sends mail on an admin portal (accounts are managed by administrators).
+auth_urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+]
+
 urlpatterns = [
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include(auth_urlpatterns)),
     path("admin/", admin.site.urls),
     path("", include("encryption.urls")),
 ]

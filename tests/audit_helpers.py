@@ -34,7 +34,7 @@ def privileged_execute(sql: str, params: Sequence[Any] = (), *, using: str = "de
 
     with psycopg.connect(**_privileged_params(connection.settings_dict), autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
-        conn.execute(sql, params)  # type: ignore[arg-type]
+        conn.execute(sql, params)
 
 
 def reset_audit_tables(using: str = "default") -> None:
@@ -68,7 +68,7 @@ def install_flush_reset() -> None:
     Called once from tests/conftest.py; without it the append-only trigger makes the flush fail on
     PostgreSQL as soon as a test has recorded an audit event.
     """
-    original = TransactionTestCase._fixture_teardown
+    original = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]
     if getattr(original, "_keyward_resets_audit", False):
         return
 
@@ -79,7 +79,7 @@ def install_flush_reset() -> None:
         original(self)
 
     _fixture_teardown._keyward_resets_audit = True  # type: ignore[attr-defined]
-    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[method-assign]
+    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[attr-defined]
 
 
 def _has_audit_tables(alias: str) -> bool:

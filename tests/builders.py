@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.utils import timezone
 
 from encryption import audit
@@ -23,7 +23,7 @@ from encryption.models import (
     Operation,
     Subscription,
 )
-from encryption.roles import ADMINS, HELP_DESK, REVIEWERS
+from encryption.roles import ADMINS, HELP_DESK, REVIEWERS, ROLE_PERMISSIONS
 
 SUBSCRIPTION_ID = "11111111-1111-4111-8111-111111111111"
 TENANT_ID = "22222222-2222-4222-8222-222222222222"
@@ -33,10 +33,21 @@ PASSWORD = "builders-password-1234"
 # People
 
 
+def role_group(role: str) -> Group:
+    """The role's group, re-created with its permissions if a TransactionTestCase flush removed it (the
+    flush re-creates permissions through post_migrate, but not the groups the data migration made)."""
+    group, created = Group.objects.get_or_create(name=role)
+    if created:
+        for perm in ROLE_PERMISSIONS[role]:
+            app_label, codename = perm.split(".")
+            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return group
+
+
 def make_user(username: str, role: str | None = None, *, password: str = PASSWORD) -> User:
     user = User.objects.create_user(username=username, password=password)
     if role:
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(role_group(role))
     return user
 
 

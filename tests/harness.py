@@ -22,8 +22,9 @@ Worker tests
       variables with `start_worker(env={...})` instead.
     - The worker is built by `portal.processes.worker_argv`, the same command line `bin/run` uses, with
       concurrency 1 and no beat. `start_worker()` returns once the worker logs that it is ready, and on
-      exit stops it (SIGTERM, then SIGKILL to its whole process group). If the block fails, the worker's
-      log is attached to the exception; `worker.log()` reads it at any time.
+      exit kills it with its whole process group (a warm shutdown costs seconds; call
+      `worker.stop(graceful=True)` inside the block when a test is about shutting down). If the block
+      fails, the worker's log is attached to the exception; `worker.log()` reads it at any time.
     - `start_worker(broker_url="filesystem://")` runs a worker on another broker than the suite's; publish
       to it with `publish(task, args, broker_url=...)`.
 
@@ -256,9 +257,11 @@ class Worker:
             raise RuntimeError(f"the worker exited with {self.process.returncode} before it was ready")
         return " ready." in self.log()
 
-    def stop(self, grace: float = 10) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # Celery's warm shutdown
+    def stop(self, *, graceful: bool = False, grace: float = 15) -> None:
+        """Kill the worker and its pool (SIGKILL to its group), or with `graceful` first ask for Celery's
+        warm shutdown (SIGTERM), which takes a few seconds even when idle."""
+        if graceful and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=grace)
         # Pool processes live in the worker's group; none may outlive the test.

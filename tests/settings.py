@@ -21,3 +21,6 @@ os.makedirs(os.environ["KEYWARD_TEST_DB_DIR"], exist_ok=True)
 os.makedirs(os.environ["KEYWARD_VAR_DIR"], exist_ok=True)
 
 from portal.settings import *  # noqa: E402, F403
+
+# Hashing passwords at production strength costs about a third of a second each; tests create many users.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

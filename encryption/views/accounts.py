@@ -46,9 +46,11 @@ def _latest_version() -> Subquery:
     """The mirror's current version of the account's key, matched however ARM spelled the vault URI."""
     account_uri = Lower(OuterRef("key_vault_uri"))
     keys = Key.objects.annotate(vault_uri_lower=Lower("vault__vault_uri")).filter(
-        Q(vault_uri_lower=account_uri) | Q(vault_uri_lower=Concat(account_uri, Value("/"))), name=OuterRef("key_name"), deleted=False
+        Q(vault_uri_lower=account_uri) | Q(vault_uri_lower=Concat(account_uri, Value("/"))),
+        name=OuterRef("key_name"),
+        deleted=False,
     )
-    return Subquery(keys.values("current_version")[:1])
+    return Subquery(keys.order_by().values("current_version")[:1])
 
 
 def _last_change(field: str) -> Subquery:

@@ -52,6 +52,11 @@ def _confirm_page(
     return render(request, template, context, status=status)
 
 
+def _no_key(request: PortalRequest, account: Account) -> HttpResponse:
+    messages.info(request, f"{account.name} uses Microsoft-managed keys: there is no key of yours to act on.")
+    return redirect(encryption_url(account))
+
+
 # Refresh from Azure (read-only jobs: every role may ask, as services.request_job allows)
 
 
@@ -111,7 +116,9 @@ def account_update_version(request: PortalRequest, pk: int) -> HttpResponse:
 @require_perm("encryption.change_encryption")
 def account_rotate(request: PortalRequest, pk: int) -> HttpResponse:
     account = get_account(pk)
-    form = RotateForm(request.POST or None)
+    if not account.uses_cmk:
+        return _no_key(request, account)
+    form = RotateForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         params = {
             "vault_uri": account.key_vault_uri,
@@ -134,13 +141,15 @@ def account_rotate(request: PortalRequest, pk: int) -> HttpResponse:
 @require_perm("encryption.change_encryption")
 def account_revoke(request: PortalRequest, pk: int) -> HttpResponse:
     account = get_account(pk)
-    form = RevokeForm(request.POST or None)
+    if not account.uses_cmk:
+        return _no_key(request, account)
+    form = RevokeForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         return _request_change(request, account, Operation.Kind.REVOKE_ACCESS, {"method": form.cleaned_data["method"]})
     context = {
         "account": account,
         "form": form,
-        "same_version": accounts_on_key(account, same_version=True) if account.uses_cmk else [],
+        "same_version": accounts_on_key(account, same_version=True),
     }
     status = 400 if request.method == "POST" else 200
     return _confirm_page(

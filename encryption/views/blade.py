@@ -24,8 +24,10 @@ from encryption.http import PortalRequest, require_perm
 from encryption.models import Account, Operation
 
 PAGE_TEMPLATE = "encryption/account_encryption.html"
-# Fragments of the page an htmx request may ask for by its hx-target (partial name = DOM id).
-PARTIALS = ("key-picker", "key-uri", "current-state")
+# Fragments of the page an htmx request may ask for by its hx-target (partial name = DOM id). The form's
+# own fragments are change controls: only roles that may change encryption get them.
+FORM_PARTIALS = ("key-picker", "key-uri")
+PARTIALS = (*FORM_PARTIALS, "current-state")
 # A preflight older than this no longer vouches for a Save: the vault may have changed since.
 PREFLIGHT_MAX_AGE = timedelta(minutes=15)
 # The fields that make the page show posted choices; a bare ?preflight= shows the account as it stands.
@@ -199,6 +201,13 @@ def _request(request: PortalRequest, account: Account, form: EncryptionForm, cha
 save_encryption = require_perm("encryption.change_encryption")(_save)
 
 
+def _form_fragment(request: PortalRequest, account: Account) -> HttpResponse:
+    return render_page(request, account, _form_for(request, account))
+
+
+form_fragment = require_perm("encryption.change_encryption")(_form_fragment)
+
+
 # Views
 
 
@@ -208,6 +217,8 @@ def account_encryption(request: PortalRequest, pk: int) -> HttpResponse:
     account = get_account(pk)
     if request.method == "POST":
         return save_encryption(request, account)
+    if request.htmx and request.htmx.target in FORM_PARTIALS:
+        return form_fragment(request, account)
     return render_page(request, account, _form_for(request, account))
 
 

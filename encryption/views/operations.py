@@ -41,6 +41,8 @@ def operation_detail(request: PortalRequest, pk: int) -> HttpResponse:
         "account": operation.account,
         "checks": operation.result.get("checks", []) if isinstance(operation.result, dict) else [],
         "can_change": request.user.has_perm("encryption.change_encryption"),
+        # The blade shows the same fragment in a smaller form (no account summary, no way back).
+        "compact": request.GET.get("compact") == "1",
     }
     if request.htmx:
         return _polled(render(request, STATUS_TEMPLATE, context), operation)

@@ -52,7 +52,9 @@ def make_key(vault: Vault, name: str = "cmk", **fields: Any) -> Key:
     return keystore.create_key(vault, name, fields.pop("kty", "RSA"), fields.pop("size", 2048), **fields)
 
 
-def make_account(name: str = "face-test", *, sku: str = "S0", identity: str | None = "SystemAssigned", **fields: Any) -> CognitiveAccount:
+def make_account(
+    name: str = "face-test", *, sku: str = "S0", identity: str | None = "SystemAssigned", **fields: Any
+) -> CognitiveAccount:
     options: dict[str, Any] = {
         "subscription_id": SUBSCRIPTION_ID,
         "resource_group": RESOURCE_GROUP,

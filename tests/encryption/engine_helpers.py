@@ -65,6 +65,16 @@ def make_account(name: str = "face-test", *, cmk: bool = False, subscription_id:
     )
 
 
+def engine_estate() -> User:
+    """The seeded emulator mirrored by a first sync (as `bin/run` does), and an encryption admin."""
+    from emulator.seed import seed
+    from encryption import sync
+
+    seed()
+    sync.sync_estate()
+    return make_user("ada-engine-admin", ADMINS)
+
+
 def run_to_end(operation: Operation, *, attempts: int = 12) -> Operation:
     """Run an operation as the task would: again after each transient error (what its retry policy does),
     giving up like the task does once the attempts are spent."""

@@ -18,6 +18,10 @@ from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory, TestCase, TransactionTestCase, override_settings
 from django.urls import reverse
 
+from hypothesis import given, settings as hypothesis_settings
+from hypothesis import strategies as st
+from hypothesis.extra.django import TestCase as HypothesisTestCase
+
 from encryption import audit, signing
 from encryption.actors import Actor, acting_as
 from encryption.http import require_perm
@@ -122,6 +126,23 @@ class RecordTests(TestCase):
         assert audit.verify_chain().ok
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+class RoundTripPropertyTests(HypothesisTestCase):
+    @given(before=json_values, after=json_values, message=st.text(), target=st.text(max_size=500))
+    @hypothesis_settings(max_examples=60, deadline=None)
+    def test_whatever_is_recorded_verifies_after_reading_it_back(self, before, after, message, target) -> None:
+        # Any JSON (floats, NaN, NUL, odd Unicode) is stored so that it hashes the same from the database.
+        audit.record(actor=system(), action="x.y", outcome="info", before=before, after=after, message=message, target=target)
+        report = audit.verify_chain()
+        assert report.ok, report.reason
+
+
 class ScrubberTests(TestCase):
     def test_it_keeps_tokens_and_key_material_out_of_the_trail(self) -> None:
         event = audit.record(
@@ -138,7 +159,7 @@ class ScrubberTests(TestCase):
         assert "[redacted" in text
         # What is not a secret stays readable.
         event.refresh_from_db()
-        assert event.after["jwk"]["kty"] == "RSA"
+        assert isinstance(event.after, dict) and event.after["jwk"]["kty"] == "RSA"
         assert event.message.startswith("Azure said 401 to Bearer [redacted token]")
         assert audit.verify_chain().ok  # the chain covers what was stored, after scrubbing
 
@@ -214,7 +235,12 @@ class RefusalTests(TestCase):
         with pytest.raises(PermissionDenied):
             view(request)
         event = AuditEvent.objects.get(action="access.refused")
-        assert (event.actor, event.actor_role, event.source_ip, event.outcome) == ("helen", HELP_DESK, "10.9.8.7", "refused")
+        assert (event.actor, event.actor_role, event.source_ip, event.outcome) == (
+            "helen",
+            HELP_DESK,
+            "10.9.8.7",
+            "refused",
+        )
         assert event.target == "/audit/"
         assert "encryption.view_audit" in event.message
         assert "token=abc" not in stored_text(event)  # the query string is never recorded
@@ -500,10 +526,12 @@ APPENDER = textwrap.dedent(
     from encryption import audit
     from encryption.actors import Actor
     name, count, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    open(f"{go}.{name}.ready", "w").close()
     while not os.path.exists(go):
-        time.sleep(0.005)
+        time.sleep(0.002)
     for i in range(count):
         audit.record(actor=Actor.system(detail=name), action="operation.step", outcome="info", message=f"{name} {i}")
+        time.sleep(0.001)  # real appenders do other work between events; lets the other process in
     """
 )
 
@@ -536,8 +564,11 @@ class ConcurrentAppendTests(TransactionTestCase):
             )
             for name in ("proc-a", "proc-b")
         ]
-        time.sleep(1.5)  # both have imported Django and are waiting on the start line
-        go.touch()
+        deadline = time.monotonic() + 60
+        while not all(Path(f"{go}.{name}.ready").exists() for name in ("proc-a", "proc-b")):
+            assert time.monotonic() < deadline, "the appenders did not start"
+            time.sleep(0.01)
+        go.touch()  # both are set up and waiting on the start line: they begin together
         for proc in procs:
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err

@@ -76,14 +76,18 @@ class ParseKeyUriPropertyTests(TestCase):
             st.tuples(
                 st.sampled_from(["insert", "replace", "delete"]),
                 st.integers(min_value=0, max_value=200),
-                st.sampled_from(list("@:./\\%#?[]-_ \t\x00Aé\u0130\uff0e\u3002\u2024x1") + ["..", "//", ":443", "@evil"]),
+                st.sampled_from(
+                    list("@:./\\%#?[]-_ \t\x00Aé\u0130\uff0e\u3002\u2024x1") + ["..", "//", ":443", "@evil"]
+                ),
             ),
             min_size=1,
             max_size=4,
         ),
     )
     @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
-    def test_mutated_uris_are_refused_or_still_safe(self, case: tuple[str, ...], edits: list[tuple[str, int, str]]) -> None:
+    def test_mutated_uris_are_refused_or_still_safe(
+        self, case: tuple[str, ...], edits: list[tuple[str, int, str]]
+    ) -> None:
         text = case[0]
         for op, position, piece in edits:
             at = position % (len(text) + 1)

@@ -132,6 +132,14 @@ def _from_epoch(value: Any, name: str) -> datetime | None:
         raise EmuError(kv_error(400, "BadParameter", f"attributes.{name} must be Unix seconds.")) from None
 
 
+def _key_size(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EmuError(kv_error(400, "BadParameter", "key_size must be a whole number of bits."))
+    return value
+
+
 def _tags(body: dict[str, Any]) -> dict[str, str] | None:
     tags = body.get("tags")
     if tags is None:
@@ -167,7 +175,7 @@ def create(request: EmuRequest, name: str) -> EmuResponse:
         vault,
         name,
         str(body.get("kty") or ""),
-        int(body["key_size"]) if body.get("key_size") else None,
+        _key_size(body.get("key_size")),
         curve=body.get("crv"),
         exp=_from_epoch(attributes.get("exp"), "exp"),
         nbf=_from_epoch(attributes.get("nbf"), "nbf"),

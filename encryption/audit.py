@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from django.conf import settings
@@ -103,16 +104,55 @@ _MAX_LENGTHS: dict[str, int | None] = {
 def _timestamp(value: datetime) -> str:
     if value.utcoffset():
         value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime; verification formats every event's timestamp.
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# One encoder for nested JSON (json.dumps with options builds a new JSONEncoder on every call).
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+_quote = encode_basestring_ascii
+
+# The top-level object always has the same keys, so its canonical text is a fixed template with the keys
+# already in sorted order; only the values are encoded per event. This is byte for byte what
+# json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True) gives (a test checks it),
+# at a fraction of the cost, which is what lets verification walk >100,000 events a second.
+_KEYS = sorted(("operation" if f == "operation_id" else f) for f in HASHED_FIELDS)
+_TEMPLATE = "{" + ",".join(f'"{k}":%s' for k in _KEYS) + "}"
+
+
+def _json_or_null(value: Any) -> str:
+    return "null" if value is None else _canonical_json(value)
+
+
+def canonical_text(row: tuple[Any, ...]) -> str:
+    """The canonical JSON of an event given as a tuple in HASHED_FIELDS order (see the module docstring)."""
+    (seq, created_at, actor, actor_role, source, source_ip, source_detail, action, target, key_id, operation_id,
+     outcome, before, after, request_ids, message, prev_hash) = row  # fmt: skip
+    values = {
+        "seq": str(int(seq)),
+        "created_at": _quote(_timestamp(created_at)),
+        "actor": _quote(actor),
+        "actor_role": _quote(actor_role),
+        "source": _quote(source),
+        "source_ip": _quote(source_ip),
+        "source_detail": _quote(source_detail),
+        "action": _quote(action),
+        "target": _quote(target),
+        "key_id": _quote(key_id),
+        "operation": "null" if operation_id is None else str(int(operation_id)),
+        "outcome": _quote(outcome),
+        "before": _json_or_null(before),
+        "after": _json_or_null(after),
+        "request_ids": _canonical_json(request_ids),
+        "message": _quote(message),
+        "prev_hash": _quote(prev_hash),
+    }
+    return _TEMPLATE % tuple(values[k] for k in _KEYS)
 
 
 def event_hash(row: tuple[Any, ...]) -> str:
-    """SHA-256 of an event given as a tuple in HASHED_FIELDS order (see the module docstring)."""
-    content = dict(zip(HASHED_FIELDS, row, strict=True))
-    content["created_at"] = _timestamp(content["created_at"])
-    content["operation"] = content.pop("operation_id")
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """SHA-256 (hex) of an event given as a tuple in HASHED_FIELDS order."""
+    return hashlib.sha256(canonical_text(row).encode("ascii")).hexdigest()
 
 
 def checkpoint_payload(seq: int, hash_: str) -> bytes:

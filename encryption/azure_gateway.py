@@ -416,7 +416,7 @@ def _credential_and_transport() -> dict[str, Any]:
         cloud = current_cloud()
         return {"credential": DefaultAzureCredential(authority=cloud.authority_host)}
 
-    return cast(dict[str, Any], _cached("credential", build=build))
+    return dict(_cached("credential", build=build))  # a copy: callers pop from it
 
 
 def _pipeline_options() -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -74,6 +75,10 @@ def run_operation(operation_id: int) -> None:
         runner.fail(reasons.explain(exc), exc.code)
     except StepFailed as exc:
         runner.fail(exc.reason, exc.code)
+    except SoftTimeLimitExceeded:
+        limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
+        reason = f"The operation ran past the worker's time limit ({limit}s); refresh the account, then try again."
+        runner.fail(reason, "TimeLimit")
     except Exception:
         # A bug must not leave the row running for the sweeper to resend into the same bug forever.
         log.exception("operation %s stopped on an unexpected error", operation.pk)

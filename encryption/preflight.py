@@ -94,7 +94,7 @@ class _Preflight:
         vault, vault_check = self._vault()
         checks.append(vault_check)
         checks += self._vault_checks(vault)
-        key, key_check = self._key()
+        key, key_check = self._key(vault_found=vault is not None)
         checks.append(key_check)
         version, version_check = self._version(key)
         checks.append(version_check)
@@ -231,10 +231,20 @@ class _Preflight:
 
     # The key
 
-    def _key(self) -> tuple[gw.KeyInfo | None, Check]:
+    def _key(self, *, vault_found: bool) -> tuple[gw.KeyInfo | None, Check]:
         uri = self.uri
+        if ".managedhsm." in uri.host:
+            return None, _check("key", BLOCKS, "Not checked: Managed HSM keys are not supported here.")
         try:
             key = gw.get_key(uri.vault_uri, uri.name)
+        except gw.TransientAzureError as exc:
+            # A vault host that does not answer, when ARM knows no such vault either, is a name that does not
+            # exist (no DNS record), not an outage worth retrying.
+            if vault_found or exc.code != "ConnectionFailed":
+                raise
+            return None, _check(
+                "key", BLOCKS, f"{uri.host} does not answer: there is no such key vault.", "Check the vault name."
+            )
         except gw.PermanentAzureError as exc:
             if not exc.not_found:
                 return None, _check(

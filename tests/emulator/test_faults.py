@@ -14,7 +14,7 @@ from azure.mgmt.keyvault.models import VaultPatchParameters
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
-from django.test import TransactionTestCase, override_settings
+from django.test import override_settings
 
 from emulator import clock, faults, keystore
 from emulator.credential import EmulatorCredential
@@ -39,6 +39,7 @@ from tests.emulator.kv_builders import (
     make_vault,
     vault_mgmt,
 )
+from tests.harness import CrossProcessTestCase
 
 
 def _tag(client, value):
@@ -240,10 +241,8 @@ class CommandTests(EmulatorTestCase):
         assert caller is not None and caller.audience == "https://vault.azure.net" and caller.tenant_id == "t1"
 
 
-class ConcurrencyTests(TransactionTestCase):
+class ConcurrencyTests(CrossProcessTestCase):
     """Buckets and counted faults are shared through the database: concurrent callers never overspend."""
-
-    databases = {"default", "emulator"}
 
     def _in_threads(self, work, count=4):
         errors = []

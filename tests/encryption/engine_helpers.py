@@ -8,8 +8,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.auth.models import Group, User
+from django.test import TestCase
 
-from encryption import azure_gateway, operations
+from emulator.seed import subscription_id
+from emulator.testing import clear_faults, request_count, reset_clock
+from encryption import azure_gateway, operations, services
 from encryption.models import KEY_SOURCE_KEY_VAULT, Account, Operation, Subscription
 from encryption.roles import ADMINS, HELP_DESK, REVIEWERS
 from encryption.services import Actor
@@ -113,3 +116,46 @@ def _reset_pools() -> None:
 
 def broker_ready() -> None:
     ensure_broker_folders()
+
+
+# The seeded estate
+
+PROD = "https://kv-prod-eastus.vault.azure.net/keys"
+CONTOSO_DEV = subscription_id("contoso-dev")
+FABRIKAM = subscription_id("fabrikam-prod")
+EXPIRED = "2000-01-01T00:00:00Z"  # a lease that ran out: its worker is gone
+
+
+class EngineTestCase(TestCase):
+    """The seeded emulator, mirrored by a first sync, and an admin to ask for changes."""
+
+    databases = {"default", "emulator"}
+
+    @classmethod
+    def setUpTestData(cls):
+        cls.admin = engine_estate()
+
+    def setUp(self):
+        clear_faults()
+        self.addCleanup(clear_faults)
+        self.addCleanup(reset_clock)
+
+    def account(self, name: str) -> Account:
+        return Account.objects.get(name=name)
+
+    def ask(self, kind: str, name: str | None, **params) -> Operation:
+        account = self.account(name) if name else None
+        return services.request_change(
+            actor=services.Actor.from_cli(self.admin), account=account, kind=kind, params=params
+        )
+
+    def change(self, kind: str, name: str | None, **params) -> Operation:
+        return run_to_end(self.ask(kind, name, **params))
+
+    def patches(self, name: str) -> int:
+        return request_count("PATCH", f"/accounts/{name}")
+
+    def assert_succeeded(self, op: Operation) -> None:
+        assert op.status == "succeeded", (
+            f"{op} failed: {op.reason} / steps: {list(op.steps.values_list('name', 'status', 'detail'))}"
+        )

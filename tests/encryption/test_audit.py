@@ -17,8 +17,8 @@ from django.db import DatabaseError, connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory, TestCase, TransactionTestCase, override_settings
 from django.urls import reverse
-
-from hypothesis import given, settings as hypothesis_settings
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
@@ -28,6 +28,7 @@ from encryption.http import require_perm
 from encryption.models import AuditCheckpoint, AuditEvent, Subscription
 from encryption.roles import ADMINS, HELP_DESK, REVIEWERS
 from tests.audit_helpers import failing_audit_inserts, privileged_execute
+from tests.harness import worker_environment
 
 BASE_DIR = Path(settings.BASE_DIR)
 JWT = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJodHRwczovL3ZhdWx0LmF6dXJlLm5ldCJ9.c2lnbmF0dXJlLXBhcnQtMTIzNDU2"
@@ -138,7 +139,9 @@ class RoundTripPropertyTests(HypothesisTestCase):
     @hypothesis_settings(max_examples=60, deadline=None)
     def test_whatever_is_recorded_verifies_after_reading_it_back(self, before, after, message, target) -> None:
         # Any JSON (floats, NaN, NUL, odd Unicode) is stored so that it hashes the same from the database.
-        audit.record(actor=system(), action="x.y", outcome="info", before=before, after=after, message=message, target=target)
+        audit.record(
+            actor=system(), action="x.y", outcome="info", before=before, after=after, message=message, target=target
+        )
         report = audit.verify_chain()
         assert report.ok, report.reason
 
@@ -361,6 +364,8 @@ class AdminTests(TestCase):
 
 
 class VerifyChainTests(TransactionTestCase):
+    serialized_rollback = True  # the role groups the migrations made are back for later tests
+
     def test_an_intact_chain_verifies(self) -> None:
         record(25)
         report = audit.verify_chain(batch_size=7)  # several keyset batches, one partial
@@ -462,6 +467,8 @@ class VerifyChainTests(TransactionTestCase):
 
 
 class AppendOnlyTests(TransactionTestCase):
+    serialized_rollback = True  # the role groups the migrations made are back for later tests
+
     def test_the_database_refuses_update_delete_and_truncate_on_postgresql(self) -> None:
         if connection.vendor != "postgresql":
             pytest.skip("the append-only trigger exists on PostgreSQL only")
@@ -536,24 +543,14 @@ APPENDER = textwrap.dedent(
 )
 
 
-def database_url(settings_dict: dict[str, object]) -> str:
-    """A DATABASE_URL for another process to reach this test run's database."""
-    if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{settings_dict['NAME']}"
-    user = settings_dict.get("USER") or ""
-    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    host = settings_dict.get("HOST") or "127.0.0.1"
-    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
-    return f"postgres://{auth}{host}{port}/{settings_dict['NAME']}"
-
-
 class ConcurrentAppendTests(TransactionTestCase):
+    serialized_rollback = True  # the role groups the migrations made are back for later tests
+
     def test_two_processes_appending_at_once_keep_one_chain(self) -> None:
         count = 150
         go = Path(os.environ["KEYWARD_VAR_DIR"]) / f"go-{os.getpid()}-{time.monotonic_ns()}"
-        env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict), "PYTHONPATH": str(BASE_DIR)}
-        env["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+        # The test database, this run's var folder (so the same signing key), through the shared harness.
+        env = worker_environment(env={"PYTHONPATH": str(BASE_DIR)})
         procs = [
             subprocess.Popen(
                 [sys.executable, "-c", APPENDER, name, str(count), str(go)],

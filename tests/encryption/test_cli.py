@@ -2,12 +2,22 @@ from __future__ import annotations
 
 import io
 import json
+from unittest import mock
 
 from django.core.management import CommandError, call_command
 from django.test import TestCase
 
 from encryption.models import AuditEvent, Operation
-from tests.encryption.engine_helpers import SUB, broker, broker_ready, make_account, make_cast
+from tests.encryption.engine_helpers import (
+    PROD,
+    SUB,
+    EngineTestCase,
+    broker,
+    broker_ready,
+    make_account,
+    make_cast,
+    run_to_end,
+)
 
 KEY_URI = "https://kv-test.vault.azure.net/keys/cmk"
 
@@ -122,3 +132,60 @@ class CommandWithoutWorkerTests(TestCase):
                 call_command("encryption", "show", "missing", "--json", stdout=out, stderr=io.StringIO())
             finally:
                 assert "error" in json.loads(out.getvalue())
+
+
+class CommandWithEngineTests(EngineTestCase):
+    """The command's outcomes once operations run: here the waiting loop's pause runs what is queued, as a
+    worker would (the real worker path is tests/encryption/test_worker_e2e.py)."""
+
+    def run_waiting(self, *args: str) -> tuple[int, str]:
+        out = io.StringIO()
+
+        def work(_seconds: float) -> None:
+            for pk in Operation.objects.filter(status="queued").values_list("pk", flat=True):
+                run_to_end(Operation.objects.get(pk=pk))
+
+        with mock.patch("encryption.management.commands.encryption.time.sleep", side_effect=work):
+            try:
+                call_command("encryption", *args, stdout=out, stderr=io.StringIO())
+            except CommandError as exc:
+                return exc.returncode, out.getvalue() + str(exc)
+        return 0, out.getvalue()
+
+    def test_a_change_waited_for_prints_its_steps_and_exits_0(self):
+        code, out = self.run_waiting(
+            "enable-cmk", "face-prod-eastus", "--key-uri", f"{PROD}/face-cmk", "--as", self.admin.username, "--wait"
+        )
+        assert code == 0, out
+        assert "[done] Grant the identity access to the key" in out and ": succeeded" in out
+
+    def test_a_failed_change_exits_1_with_the_reason(self):
+        code, out = self.run_waiting(
+            "enable-cmk", "face-free-eastus", "--key-uri", f"{PROD}/face-cmk", "--as", self.admin.username, "--wait"
+        )
+        assert code == 1 and "failed" in out and "pricing tier" in out
+
+    def test_preflight_prints_every_check_and_exits_1_when_one_blocks(self):
+        code, out = self.run_waiting(
+            "preflight", "face-free-eastus", "--key-uri", f"{PROD}/face-cmk", "--as", self.admin.username
+        )
+        assert code == 1 and "[blocks] Pricing tier" in out and "[passes] Key vault found" in out
+        code, out = self.run_waiting(
+            "preflight", "face-prod-eastus", "--key-uri", f"{PROD}/face-cmk", "--as", self.admin.username
+        )
+        assert code == 0, out
+
+    def test_json_output_of_a_job(self):
+        code, out = self.run_waiting("diagnose", "face-broken-eastus", "--as", self.admin.username, "--json")
+        assert code == 0
+        result = json.loads(out)["operation"]
+        assert result["status"] == "succeeded" and result["result"]["readable"] is False
+        assert result["steps"][0]["name"] == "diagnose"
+
+    def test_rotate_by_vault_name_and_sync_without_a_user(self):
+        code, out = self.run_waiting("rotate", "kv-prod-eastus", "face-cmk", "--as", self.admin.username, "--wait")
+        assert code == 0, out
+        code, out = self.run_waiting("sync")
+        assert code == 0 and "accounts" in out
+        op = Operation.objects.get(kind="sync")
+        assert op.source == "cli" and op.requested_by is None

@@ -1,49 +1,12 @@
 from __future__ import annotations
 
-from django.test import TestCase, override_settings
+from django.test import override_settings
 
-from emulator.seed import subscription_id
-from emulator.testing import clear_faults, inject_faults, request_count, reset_clock, shift_clock
+from emulator.testing import clear_faults, inject_faults, request_count, shift_clock
 from encryption import azure_gateway as gw
 from encryption import operations, services
 from encryption.models import Account, AuditEvent, Operation
-from tests.encryption.engine_helpers import engine_estate, run_to_end
-
-PROD = "https://kv-prod-eastus.vault.azure.net/keys"
-CONTOSO_DEV = subscription_id("contoso-dev")
-FABRIKAM = subscription_id("fabrikam-prod")
-EXPIRED = "2000-01-01T00:00:00Z"  # a lease that ran out: its worker is gone
-
-
-class EngineTestCase(TestCase):
-    """The seeded emulator, mirrored by a first sync, and an admin to ask for changes."""
-
-    databases = {"default", "emulator"}
-
-    @classmethod
-    def setUpTestData(cls):
-        cls.admin = engine_estate()
-
-    def setUp(self):
-        clear_faults()
-        self.addCleanup(clear_faults)
-        self.addCleanup(reset_clock)
-
-    def account(self, name: str) -> Account:
-        return Account.objects.get(name=name)
-
-    def ask(self, kind: str, name: str | None, **params) -> Operation:
-        account = self.account(name) if name else None
-        return services.request_change(actor=services.Actor.from_cli(self.admin), account=account, kind=kind, params=params)
-
-    def change(self, kind: str, name: str | None, **params) -> Operation:
-        return run_to_end(self.ask(kind, name, **params))
-
-    def patches(self, name: str) -> int:
-        return request_count("PATCH", f"/accounts/{name}")
-
-    def assert_succeeded(self, op: Operation) -> None:
-        assert op.status == "succeeded", f"{op} failed: {op.reason} / steps: {list(op.steps.values_list('name', 'status', 'detail'))}"
+from tests.encryption.engine_helpers import CONTOSO_DEV, EXPIRED, FABRIKAM, PROD, EngineTestCase, run_to_end
 
 
 class EnableCmkTests(EngineTestCase):
@@ -78,7 +41,9 @@ class EnableCmkTests(EngineTestCase):
 
     def test_it_keeps_user_assigned_identities(self):
         before = self.account("face-uami-eastus").user_assigned_identities
-        op = self.change("enable_cmk", "face-uami-eastus", key_uri="https://kv-rbac-eastus.vault.azure.net/keys/face-cmk-rbac")
+        op = self.change(
+            "enable_cmk", "face-uami-eastus", key_uri="https://kv-rbac-eastus.vault.azure.net/keys/face-cmk-rbac"
+        )
         self.assert_succeeded(op)
         account = self.account("face-uami-eastus")
         assert account.identity_type == "SystemAssigned, UserAssigned"
@@ -96,7 +61,9 @@ class EnableCmkTests(EngineTestCase):
         assert account.key_vault_uri == "https://kv-shared-eastus.vault.azure.net/" and account.data_readable is True
 
     def test_it_grants_an_rbac_vault_through_a_role_assignment(self):
-        op = self.change("enable_cmk", "face-prod-eastus", key_uri="https://kv-rbac-eastus.vault.azure.net/keys/face-cmk-rbac")
+        op = self.change(
+            "enable_cmk", "face-prod-eastus", key_uri="https://kv-rbac-eastus.vault.azure.net/keys/face-cmk-rbac"
+        )
         self.assert_succeeded(op)
         assert "Key Vault Crypto Service Encryption User" in op.steps.get(name="grant_access").detail
         account = self.account("face-prod-eastus")
@@ -255,7 +222,9 @@ class RevokeAndRestoreTests(EngineTestCase):
 
     def test_revoking_a_role_assignment_on_an_rbac_vault(self):
         self.assert_succeeded(
-            self.change("enable_cmk", "face-prod-eastus", key_uri="https://kv-rbac-eastus.vault.azure.net/keys/face-cmk-rbac")
+            self.change(
+                "enable_cmk", "face-prod-eastus", key_uri="https://kv-rbac-eastus.vault.azure.net/keys/face-cmk-rbac"
+            )
         )
         op = self.change("revoke_access", "face-prod-eastus")
         self.assert_succeeded(op)

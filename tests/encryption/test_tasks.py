@@ -10,8 +10,7 @@ from encryption import tasks
 from encryption.azure_gateway import TransientAzureError
 from encryption.models import AuditEvent, Operation
 from portal.celery import app
-from tests.encryption.engine_helpers import broker_ready
-from tests.encryption.test_operations import PROD, EngineTestCase
+from tests.encryption.engine_helpers import EngineTestCase, broker_ready
 
 
 class TaskDeclarationTests(EngineTestCase):
@@ -66,7 +65,8 @@ class PeriodicTaskTests(EngineTestCase):
         broker_ready()
 
     def test_sync_estate_asks_for_an_audited_sync_as_the_system(self):
-        tasks.sync_estate()
+        with self.captureOnCommitCallbacks(execute=True):
+            tasks.sync_estate()
         op = Operation.objects.get(kind="sync")
         assert op.actor == "system" and op.enqueued_at is not None
         assert AuditEvent.objects.filter(operation=op, action="operation.requested").exists()

@@ -33,6 +33,8 @@ def verify_audit(*args: str) -> tuple[int, str, str]:
 
 
 class VerifyAuditCommandTests(TransactionTestCase):
+    serialized_rollback = True  # the role groups the migrations made are back for later tests
+
     def test_it_exits_0_with_the_count_on_an_intact_chain(self) -> None:
         record(7)
         status, out, _ = verify_audit()

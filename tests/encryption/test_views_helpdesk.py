@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.test import TestCase
 from django.urls import reverse
 
-from encryption.models import AuditEvent, Operation
+from encryption.models import Account, AuditEvent, Operation
 from tests.builders import actor_for, make_account, make_cast, make_event, make_key, make_operation, make_vault
 
 DISABLED_RESULT = {
@@ -134,7 +134,7 @@ class HelpdeskAgainstTheEmulatorTests(TestCase):
         seed()
         sync.sync_estate()
         helpdesk = make_cast()["helpdesk"]
-        account = sync.Account.objects.get(name="face-broken-eastus")
+        account = Account.objects.get(name="face-broken-eastus")
         self.client.force_login(helpdesk)
         with self.captureOnCommitCallbacks(execute=False):
             self.client.post(reverse("encryption:helpdesk-diagnose", args=[account.pk]))

@@ -151,6 +151,16 @@ class CommandOneTestCase(SimpleTestCase):
             assert username in page
         # A wrong password is refused.
         assert Browser(url).sign_in("admin", "not-the-password-123")[0] == 200
+        if "First sync" in portal.output and "Seeding the local Azure emulator" in portal.output:
+            # The worker took the first sync that bin/run queued: the seeded estate is on the Accounts page.
+            admin = Browser(url)
+            admin.sign_in("admin", users["admin"])
+            wait_until(
+                lambda: "face-prod-eastus" in admin.request("GET", "/")[2],
+                timeout=90,
+                interval=1,
+                message="the first sync to bring the seeded accounts",
+            )
 
         self._assert_stops_everything(portal)
 

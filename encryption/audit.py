@@ -2,19 +2,11 @@
 
 The chain
     Events are numbered 1, 2, 3, ... with no gaps (`seq`). Each stores `prev_hash` (the hash of the event
-    before it; 64 zeros for event 1) and `hash`, the SHA-256 (hex) of this canonical form of its content:
-
-        json.dumps({"seq": int, "created_at": "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC, always 6 digits),
-                    "actor": str, "actor_role": str, "source": str, "source_ip": str, "source_detail": str,
-                    "action": str, "target": str, "key_id": str, "operation": int | null (the operation id),
-                    "outcome": str, "before": JSON, "after": JSON, "request_ids": [str, ...],
-                    "message": str, "prev_hash": str},
-                   sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-    encoded as UTF-8 (plain ASCII, given ensure_ascii). It reads the same from SQLite and PostgreSQL
-    because record() stores only values both return unchanged: strings without NUL and cut to their
-    column's length, JSON with string keys and no NaN, and whole-number floats stored as ints (jsonb
-    prints 1e17 as 100000000000000000, which reads back as an int; other floats read back unchanged).
+    before it; 64 zeros for event 1) and `hash`, the SHA-256 of its canonical form, documented in
+    encryption/audit_chain.py (sorted-key compact ASCII JSON; timestamps in UTC with microseconds). It
+    reads the same from SQLite and PostgreSQL because record() stores only values both return unchanged:
+    strings without NUL and cut to their column's length, JSON with string keys and no NaN, and whole-number
+    floats stored as ints (jsonb prints 1e17 as 100000000000000000, which reads back as an int).
 
 Appends
     record() runs in `transaction.atomic()`, joining the caller's transaction, so a change and its audit
@@ -31,15 +23,13 @@ Checkpoints
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from json.encoder import encode_basestring_ascii
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -49,6 +39,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from encryption.actors import Actor
+from encryption.audit_chain import GENESIS_HASH, HASHED_FIELDS, checkpoint_payload, event_hash, hashed_rows
 from encryption.models import AuditChainHead, AuditCheckpoint, AuditEvent, Operation
 from encryption.scrub import scrub, scrub_text
 from encryption.signing import public_key_fingerprint, public_key_pem, sign, verify_signature
@@ -56,6 +47,7 @@ from encryption.signing import public_key_fingerprint, public_key_pem, sign, ver
 __all__ = [
     "ChainReport",
     "GENESIS_HASH",
+    "HASHED_FIELDS",
     "checkpoint_payload",
     "event_hash",
     "public_key_fingerprint",
@@ -70,93 +62,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENESIS_HASH = "0" * 64
-
-# The content fields in the order verify_chain() reads them with values_list.
-HASHED_FIELDS = (
-    "seq",
-    "created_at",
-    "actor",
-    "actor_role",
-    "source",
-    "source_ip",
-    "source_detail",
-    "action",
-    "target",
-    "key_id",
-    "operation_id",
-    "outcome",
-    "before",
-    "after",
-    "request_ids",
-    "message",
-    "prev_hash",
-)
 _TEXT_FIELDS = ("actor", "actor_role", "source", "source_ip", "source_detail", "action", "target", "key_id")
 _MAX_LENGTHS: dict[str, int | None] = {
     f: getattr(AuditEvent._meta.get_field(f), "max_length", None) for f in (*_TEXT_FIELDS, "outcome")
 }
-
-
-# Hashing
-
-
-def _timestamp(value: datetime) -> str:
-    if value.utcoffset():
-        value = value.astimezone(UTC)
-    # isoformat is several times faster than strftime; verification formats every event's timestamp.
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-# One encoder for nested JSON (json.dumps with options builds a new JSONEncoder on every call).
-_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
-_quote = encode_basestring_ascii
-
-# The top-level object always has the same keys, so its canonical text is a fixed template with the keys
-# already in sorted order; only the values are encoded per event. This is byte for byte what
-# json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True) gives (a test checks it),
-# at a fraction of the cost, which is what lets verification walk >100,000 events a second.
-_KEYS = sorted(("operation" if f == "operation_id" else f) for f in HASHED_FIELDS)
-_TEMPLATE = "{" + ",".join(f'"{k}":%s' for k in _KEYS) + "}"
-
-
-def _json_or_null(value: Any) -> str:
-    return "null" if value is None else _canonical_json(value)
-
-
-def canonical_text(row: tuple[Any, ...]) -> str:
-    """The canonical JSON of an event given as a tuple in HASHED_FIELDS order (see the module docstring)."""
-    (seq, created_at, actor, actor_role, source, source_ip, source_detail, action, target, key_id, operation_id,
-     outcome, before, after, request_ids, message, prev_hash) = row  # fmt: skip
-    values = {
-        "seq": str(int(seq)),
-        "created_at": _quote(_timestamp(created_at)),
-        "actor": _quote(actor),
-        "actor_role": _quote(actor_role),
-        "source": _quote(source),
-        "source_ip": _quote(source_ip),
-        "source_detail": _quote(source_detail),
-        "action": _quote(action),
-        "target": _quote(target),
-        "key_id": _quote(key_id),
-        "operation": "null" if operation_id is None else str(int(operation_id)),
-        "outcome": _quote(outcome),
-        "before": _json_or_null(before),
-        "after": _json_or_null(after),
-        "request_ids": _canonical_json(request_ids),
-        "message": _quote(message),
-        "prev_hash": _quote(prev_hash),
-    }
-    return _TEMPLATE % tuple(values[k] for k in _KEYS)
-
-
-def event_hash(row: tuple[Any, ...]) -> str:
-    """SHA-256 (hex) of an event given as a tuple in HASHED_FIELDS order."""
-    return hashlib.sha256(canonical_text(row).encode("ascii")).hexdigest()
-
-
-def checkpoint_payload(seq: int, hash_: str) -> bytes:
-    return f"keyward-audit-checkpoint|{seq}|{hash_}".encode("ascii")
 
 
 # Normalising what is stored, so it reads back exactly as it was hashed
@@ -326,10 +235,11 @@ def verify_chain(*, batch_size: int = 10_000) -> ChainReport:
     latest = AuditCheckpoint.objects.using(using).order_by("-seq").first()
     count, head_seq, head_hash = 0, 0, GENESIS_HASH
     try:
-        for row in _rows(using, batch_size):
-            seq = row[0]
-            _check_event(row, head_seq, head_hash, checkpoints)
-            count, head_seq, head_hash = count + 1, seq, row[-1]
+        for seq, computed, prev, stored in hashed_rows(using, batch_size):
+            # The common case in as few operations as possible; anything else is diagnosed below.
+            if seq != head_seq + 1 or computed != stored or prev != head_hash or seq in checkpoints:
+                _check_event(seq, computed, prev, stored, head_seq, head_hash, checkpoints)
+            count, head_seq, head_hash = count + 1, seq, stored
         if latest is not None:
             _check_latest_checkpoint(latest, head_seq)
     except _Broken as broken:
@@ -355,37 +265,25 @@ def verify_chain(*, batch_size: int = 10_000) -> ChainReport:
     )
 
 
-def _rows(using: str, batch_size: int) -> Iterator[tuple[Any, ...]]:
-    """Every event as (HASHED_FIELDS..., hash), by keyset batches on seq (no OFFSET, no model instances)."""
-    events = AuditEvent.objects.using(using).order_by("seq")
-    after = None
-    while True:
-        batch_qs = events if after is None else events.filter(seq__gt=after)
-        batch = list(batch_qs.values_list(*HASHED_FIELDS, "hash")[:batch_size])
-        yield from batch
-        if len(batch) < batch_size:
-            return
-        after = batch[-1][0]
-
-
-def _check_event(row: tuple[Any, ...], prev_seq: int, prev_hash: str, checkpoints: dict[int, str]) -> None:
-    seq, stored_prev, stored_hash = row[0], row[-2], row[-1]
+def _check_event(
+    seq: int, computed: str, prev: str, stored: str, prev_seq: int, prev_hash: str, checkpoints: dict[int, str]
+) -> None:
     expected = prev_seq + 1
     if seq > expected:
         missing = f"#{expected}" if seq == expected + 1 else f"#{expected} to #{seq - 1}"
         raise _Broken(expected, f"event {missing} is missing (deleted): the chain jumps from #{prev_seq} to #{seq}")
     if seq < expected:
         raise _Broken(seq, f"event #{seq} is out of order: it comes after #{prev_seq}")
-    if event_hash(row[:-1]) != stored_hash:
+    if computed != stored:
         raise _Broken(seq, f"event #{seq} was edited: its content no longer matches its hash")
-    if stored_prev != prev_hash:
+    if prev != prev_hash:
         raise _Broken(
             seq,
             f"event #{seq} does not chain to event #{prev_seq} (prev_hash differs): "
             f"#{seq} was inserted out of order, or #{prev_seq} was rewritten",
         )
     signed = checkpoints.get(seq)
-    if signed is not None and signed != stored_hash:
+    if signed is not None and signed != stored:
         raise _Broken(seq, f"event #{seq} no longer has the hash signed in checkpoint #{seq}: the chain was rewritten")
 
 

@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -26,6 +27,8 @@ from encryption.audit_query import EXPORT_COLUMNS, JSON_COLUMNS, AuditFilters, i
 from encryption.models import AuditEvent, AuditExport
 
 MANIFEST_VERSION = 1
+# Longer than any export takes to stream (millions of events at tens of thousands a second).
+INTERRUPTED_AFTER = timedelta(minutes=30)
 COLUMNS = EXPORT_COLUMNS
 CONTENT_TYPES = {AuditExport.Format.CSV: "text/csv; charset=utf-8", AuditExport.Format.JSONL: "application/x-ndjson"}
 
@@ -70,6 +73,15 @@ def claim_stream(export: AuditExport) -> bool:
     if won:
         export.refresh_from_db()
     return won
+
+
+def is_interrupted(export: AuditExport) -> bool:
+    """A stream that started long ago and never finished: its client went away, and no manifest will come."""
+    return (
+        export.started_at is not None
+        and not export.is_finished
+        and export.started_at < timezone.now() - INTERRUPTED_AFTER
+    )
 
 
 # Streaming the file

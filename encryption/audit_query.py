@@ -152,14 +152,15 @@ def _seq_bounds(start: datetime | None, end: datetime | None) -> tuple[int | Non
     """
     by_time = AuditEvent.objects.values_list("seq", flat=True)
     lo = hi = None
+    # Each bound is one step down the (created_at, seq) index; an empty answer means an empty range.
     if start is not None:
-        if not by_time.filter(created_at__gte=start).exists():
-            return None
         lo = by_time.filter(created_at__gte=start - SEQ_ORDER_MARGIN).order_by("created_at", "seq").first()
-    if end is not None:
-        if not by_time.filter(created_at__lt=end).exists():
+        if lo is None:
             return None
+    if end is not None:
         hi = by_time.filter(created_at__lt=end + SEQ_ORDER_MARGIN).order_by("-created_at", "-seq").first()
+        if hi is None:
+            return None
     return lo, hi
 
 

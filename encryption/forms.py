@@ -143,6 +143,14 @@ class EncryptionForm(forms.Form):
         vault = find_vault(key.vault_uri)
         return vault.subscription.subscription_id if vault is not None else ""
 
+    def uri_vault_unknown(self) -> bool:
+        """True when the entered URI is well formed but its vault is not in the mirror (not synced yet)."""
+        try:
+            key = parse_key_uri(self._raw("key_uri"))
+        except InvalidKeyUri:
+            return False
+        return find_vault(key.vault_uri) is None
+
     def uri_subscription_shown(self) -> str:
         """The subscription to show beside an entered URI: the vault's own one whenever the mirror knows it."""
         return self._known_vault_subscription() or self._raw("uri_subscription")

@@ -452,11 +452,15 @@ def _probe(runner: Runner, arm_id: str, *, expect_readable: bool | None) -> None
     runner.step("probe", "Probe data access", probe)
 
 
-def _refresh(runner: Runner, account: Account, *, cmk_tenant_id: str | None = None) -> None:
+def _refresh(runner: Runner, account: Account, *, key_target: Target | None = None, mmk: bool = False) -> None:
+    """Re-read the account into the mirror; after a key was set, remember its vault's tenant (a later
+    mismatch means the subscription moved tenants), and forget it once Microsoft manages the key again."""
+
     def refresh() -> Done:
         sync.sync_account(account)
-        if cmk_tenant_id is not None:
-            Account.objects.filter(pk=account.pk).update(cmk_tenant_id=cmk_tenant_id)
+        if key_target is not None or mmk:
+            tenant_id = _find_vault(key_target).tenant_id if key_target is not None else ""
+            Account.objects.filter(pk=account.pk).update(cmk_tenant_id=tenant_id)
         return Done("Keyward's view of the account now matches Azure.")
 
     runner.step("refresh", "Refresh Keyward's view of the account", refresh)
@@ -476,7 +480,7 @@ def _set_key(runner: Runner, account: Account, target: Target) -> None:
     _verify_key(runner, account.arm_id, target)
     _probe(runner, account.arm_id, expect_readable=True)
     runner.save_result(key_uri=target.uri)
-    _refresh(runner, account, cmk_tenant_id=_find_vault(target).tenant_id)
+    _refresh(runner, account, key_target=target)
 
 
 # Kinds that change Azure
@@ -689,7 +693,7 @@ def disable_cmk(runner: Runner) -> None:
     runner.step("set_microsoft_key", "Switch to Microsoft-managed keys", write)
     runner.step("verify", "Read the account back from Azure", verify)
     _probe(runner, arm_id, expect_readable=True)
-    _refresh(runner, account, cmk_tenant_id="")
+    _refresh(runner, account, mmk=True)
 
 
 # Read-only jobs

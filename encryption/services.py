@@ -339,7 +339,9 @@ _VALIDATORS: dict[str, Callable[[Account | None, dict[str, Any]], dict[str, Any]
 }
 
 
-def _kind_label(kind: str) -> str:
+def _kind_label(kind: Any) -> str:
+    if not isinstance(kind, str):  # hostile JSON: say nothing of what was sent
+        return "That operation"
     return str(dict(Operation.Kind.choices).get(kind, kind))
 
 

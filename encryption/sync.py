@@ -10,6 +10,7 @@ records before and after in the same transaction.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -248,16 +249,21 @@ def find_vault_of(info: gw.AccountInfo) -> gw.VaultInfo | None:
             if not exc.not_found:
                 raise
     tried: set[str] = set()
-    mirrored = Subscription.objects.values_list("subscription_id", flat=True)
-    for candidates in ([info.subscription_id, *mirrored], [s.subscription_id for s in gw.list_subscriptions()]):
-        for subscription_id in candidates:
-            if subscription_id.lower() in tried:
-                continue
-            tried.add(subscription_id.lower())
-            vault = gw.find_vault(uri, subscription_id)
-            if vault is not None:
-                return vault
+    for subscription_id in _candidate_subscriptions(info.subscription_id):
+        if subscription_id.lower() in tried:
+            continue
+        tried.add(subscription_id.lower())
+        vault = gw.find_vault(uri, subscription_id)
+        if vault is not None:
+            return vault
     return None
+
+
+def _candidate_subscriptions(own: str) -> Iterator[str]:
+    yield own
+    yield from Subscription.objects.values_list("subscription_id", flat=True)
+    # Only when the mirror's subscriptions had no such vault: ask Azure which others exist.
+    yield from (s.subscription_id for s in gw.list_subscriptions())
 
 
 def _read_vault_key(vault: gw.VaultInfo, name: str, known: set[str]) -> VaultRead:

@@ -84,7 +84,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ALL_DATABASES = frozenset(settings.DATABASES)
+ALL_DATABASES = set(settings.DATABASES)
 
 
 # Services: fail under CI, skip elsewhere
@@ -133,7 +133,9 @@ def require_chromium() -> None:
 # Waiting and processes
 
 
-def wait_until(predicate: Callable[[], T], *, timeout: float = 30, interval: float = 0.1, message: str = "") -> T:
+def wait_until(
+    predicate: Callable[[], T | None], *, timeout: float = 30, interval: float = 0.1, message: str = ""
+) -> T:
     """Poll `predicate` until it returns something truthy, and return that; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -217,7 +219,7 @@ def worker_environment(*, broker_url: str = "", env: dict[str, str] | None = Non
 
 def ensure_filesystem_broker_folders() -> None:
     for key in ("data_folder_in", "data_folder_out", "control_folder"):
-        os.makedirs(settings.FILESYSTEM_BROKER_OPTIONS[key], exist_ok=True)
+        os.makedirs(str(settings.FILESYSTEM_BROKER_OPTIONS[key]), exist_ok=True)
 
 
 def publish(task: Any, args: tuple[Any, ...] = (), *, broker_url: str = "") -> None:
@@ -360,7 +362,14 @@ class BrowserTestCase(StaticLiveServerTestCase, CrossProcessTestCase):
         # run beside it without this (it is a thread of its own, not async code).
         stack.enter_context(environ(DJANGO_ALLOW_ASYNC_UNSAFE="true"))
         super().setUpClass()
+        serialized = {alias: getattr(connections[alias], "_test_serialized_contents", None) for alias in cls.databases}
         cls.chromium = stack.enter_context(browser())
+        # While Playwright runs, this thread sees other context variables, so Django hands out new
+        # connection objects: carry over what serialized_rollback reloads, and close them before it stops.
+        for alias, contents in serialized.items():
+            if contents is not None:
+                setattr(connections[alias], "_test_serialized_contents", contents)  # noqa: B010 (private)
+        stack.callback(connections.close_all)
 
     def new_page(self) -> Any:
         context = self.chromium.new_context(viewport={"width": 1280, "height": 800})

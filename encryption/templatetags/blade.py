@@ -36,3 +36,11 @@ def emulator_enabled() -> bool:
     from django.conf import settings
 
     return bool(settings.EMULATOR_ENABLED)
+
+
+@register.filter
+def role_label(role: str) -> str:
+    """A role's name for people ("Encryption admin") from its group name ("encryption-admins")."""
+    from encryption.roles import ROLE_LABELS
+
+    return ROLE_LABELS.get(role, role)

@@ -182,6 +182,7 @@ def audit_export_detail(request: PortalRequest, export_id: uuid.UUID) -> HttpRes
         "export": export,
         "file_name": exports.file_name(export),
         "manifest_name": exports.manifest_name(export),
+        "interrupted": exports.is_interrupted(export),
     }
     template = "encryption/audit_export_detail.html"
     if request.htmx:

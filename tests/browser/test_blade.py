@@ -75,6 +75,13 @@ class BladeTests(BrowserTestCase):
         page.get_by_role("radio", name="Customer Managed Keys").check()
         page.get_by_role("radio", name=source).check()
 
+    def pick(self, page, select: str, label: str) -> None:
+        """Choose in one of the cascading selects and wait for the picker to come back with the next level."""
+        with page.expect_response(lambda r: r.request.method == "GET" and "/encryption/?" in r.url):
+            page.locator(select).select_option(label=label)
+        page.wait_for_function("() => !document.querySelector('#key-picker.htmx-swapping, #key-picker.htmx-settling')")
+        assert page.locator(select).locator("option:checked").inner_text() == label
+
     def wait_for_checks(self, page, text: str) -> None:
         page.locator("#preflight-result", has_text=text).wait_for(timeout=PREFLIGHT_TIMEOUT_MS)
 
@@ -99,9 +106,9 @@ class BladeTests(BrowserTestCase):
         page.get_by_role("heading", name=re.compile("face-prod-eastus")).wait_for()
 
         self.choose_customer_managed_keys(page, "Select from Key Vault")
-        page.locator("#id_subscription").select_option(label="contoso-prod")
-        page.locator("#id_vault").select_option(label="kv-prod-eastus")
-        page.locator("#id_key").select_option(label="face-cmk (RSA 2048)")
+        self.pick(page, "#id_subscription", "contoso-prod")
+        self.pick(page, "#id_vault", "kv-prod-eastus")
+        self.pick(page, "#id_key", "face-cmk (RSA 2048)")
         latest = page.locator("#id_version option", has_text="(latest)")
         latest.wait_for(state="attached")
         assert page.locator("#id_version").input_value() == latest.get_attribute("value")
@@ -189,7 +196,7 @@ class BladeTests(BrowserTestCase):
         for name in ("Rotate key", "Revoke access", "Discard"):
             assert page.get_by_role("link", name=name).count() == 0
         # Posting anyway, with a valid CSRF token from the page, is refused by the server and recorded.
-        token = re.search(r'"x-csrftoken": "([^"]+)"', page.content()).group(1)
+        token = page.evaluate("JSON.parse(document.body.getAttribute('hx-headers'))['x-csrftoken']")
         account = Account.objects.get(name="face-cmk-eastus")
         for path in ("encryption/", "revoke/", "restore/", "update-version/"):
             response = page.request.post(

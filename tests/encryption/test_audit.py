@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
-from encryption import audit, signing
+from encryption import audit, audit_chain, signing
 from encryption.actors import Actor, acting_as
 from encryption.http import require_perm
 from encryption.models import AuditCheckpoint, AuditEvent, Subscription
@@ -134,16 +135,61 @@ json_values = st.recursive(
 )
 
 
+def _finite(value: object) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
 class RoundTripPropertyTests(HypothesisTestCase):
-    @given(before=json_values, after=json_values, message=st.text(), target=st.text(max_size=500))
+    @given(
+        before=json_values,
+        after=json_values,
+        message=st.text(),
+        target=st.text(max_size=500),
+        request_ids=st.lists(st.text(max_size=40) | st.uuids().map(str), max_size=3),
+    )
     @hypothesis_settings(max_examples=60, deadline=None)
-    def test_whatever_is_recorded_verifies_after_reading_it_back(self, before, after, message, target) -> None:
-        # Any JSON (floats, NaN, NUL, odd Unicode) is stored so that it hashes the same from the database.
+    def test_whatever_is_recorded_verifies_after_reading_it_back(
+        self, before, after, message, target, request_ids
+    ) -> None:
+        # Any JSON (floats, NaN, NUL, odd Unicode) is stored so that it hashes the same from the database:
+        # record() hashes Python values, verify_chain() re-reads raw database text.
         audit.record(
-            actor=system(), action="x.y", outcome="info", before=before, after=after, message=message, target=target
+            actor=system(),
+            action="x.y",
+            outcome="info",
+            before=before,
+            after=after,
+            message=message,
+            target=target,
+            request_ids=request_ids,
         )
         report = audit.verify_chain()
         assert report.ok, report.reason
+
+    @given(
+        seq=st.integers(min_value=1, max_value=2**62),
+        created_at=st.datetimes(datetime(1970, 1, 1), datetime(9999, 1, 1), timezones=st.just(UTC)),
+        texts=st.lists(st.text(), min_size=9, max_size=9),
+        operation_id=st.none() | st.integers(min_value=1, max_value=2**62),
+        before=json_values.filter(_finite),
+        after=json_values.filter(_finite),
+        request_ids=st.lists(st.text()),
+    )
+    def test_the_canonical_form_is_exactly_sorted_compact_json(
+        self, seq, created_at, texts, operation_id, before, after, request_ids
+    ) -> None:
+        actor, role, source, ip, detail, action, target, key_id, message = texts
+        row = (seq, created_at, actor, role, source, ip, detail, action, target, key_id, operation_id, texts[0],
+               before, after, request_ids, message, "ab" * 32)  # fmt: skip
+        content = dict(zip(audit.HASHED_FIELDS, row, strict=True))
+        content["operation"] = content.pop("operation_id")
+        content["created_at"] = created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        reference = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        assert audit_chain.canonical_text(row) == reference
 
 
 class ScrubberTests(TestCase):

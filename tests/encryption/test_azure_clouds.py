@@ -18,6 +18,7 @@ from azure.keyvault.keys._shared import http_challenge_cache
 from django.test import SimpleTestCase, override_settings
 
 from encryption import azure_gateway as gw
+from encryption.azure import clients
 
 SUB = "11111111-1111-1111-1111-111111111111"
 TENANT = "22222222-2222-2222-2222-222222222222"
@@ -255,7 +256,7 @@ class CloudEndpointsTests(SimpleTestCase):
     def test_it_builds_default_azure_credential_without_the_override(self):
         gw.reset_clients()
         with override_settings(AZURE_BACKEND="azure", AZURE_CLOUD="usgov"):
-            options = gw._credential_and_transport()
+            options = clients.credential_and_transport()
         gw.reset_clients()
         assert isinstance(options["credential"], DefaultAzureCredential)
         assert "transport" not in options  # azure-core's own HTTP transport

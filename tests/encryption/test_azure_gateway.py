@@ -20,6 +20,10 @@ KV_RBAC = "https://kv-rbac-eastus.vault.azure.net/"
 STRANGER = "44444444-4444-4444-8444-444444444444"  # a principal the seed never granted anything
 
 
+class WorkerDied(Exception):
+    """Stands for a worker killed right after the initial PATCH left."""
+
+
 def account_id(name: str, sub: str = PROD, rg: str = "rg-face-eastus") -> str:
     return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.CognitiveServices/accounts/{name}"
 
@@ -118,6 +122,34 @@ class EncryptionUpdateTests(GatewayTestCase):
         )
         assert testing.request_count("PATCH", "face-prod-eastus") == patches
         assert info.uses_cmk and info.key_version != "0" * 32
+
+    def test_it_resumes_an_operation_interrupted_after_the_patch(self):
+        tokens: list[str] = []
+
+        def worker_dies(token: str) -> None:
+            tokens.append(token)
+            raise WorkerDied
+
+        with self.assertRaises(WorkerDied):
+            self.enable_cmk("face-prod-eastus", on_continuation=worker_dies)
+        assert gw.get_account(account_id("face-prod-eastus")).provisioning_state == "Accepted"
+        info = self.enable_cmk("face-prod-eastus", continuation_token=tokens[0])
+        # The retried task polled the running operation to its end; Azure saw one PATCH of the encryption.
+        assert info.uses_cmk and info.provisioning_state == "Succeeded"
+        assert testing.request_count("PATCH", "face-prod-eastus") == 1
+
+    def test_it_reports_an_operation_that_fails_while_running_as_permanent(self):
+        key = EmuKey.objects.get(vault__name="kv-prod-eastus", name="face-cmk")
+
+        def disable_key_meanwhile(token: str) -> None:
+            # Validation passed when the PATCH arrived; the key is disabled before the operation ends.
+            for version in key.versions.all():
+                keystore.update_key_version(version, enabled=False)
+
+        with self.assertRaises(gw.PermanentAzureError) as caught:
+            self.enable_cmk("face-prod-eastus", on_continuation=disable_key_meanwhile)
+        assert caught.exception.code == "KeyDisabled"
+        assert gw.get_account(account_id("face-prod-eastus")).provisioning_state == "Failed"
 
     def test_it_goes_back_to_microsoft_managed_keys_keeping_the_identity(self):
         info = gw.set_microsoft_managed_key(account_id("face-cmk-eastus"))

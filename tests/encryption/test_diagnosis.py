@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from unittest import mock
 
 from django.utils import timezone
@@ -42,7 +43,7 @@ class SeededDiagnosisTests(DiagnosisTestCase):
         assert first.code == "key_disabled"
         assert first.summary == "Key face-cmk-broken in kv-prod-eastus is disabled"
         assert "owner of key vault kv-prod-eastus" in first.who and "Restore access" in first.action
-        assert found.as_dict()["causes"][0]["code"] == "key_disabled"
+        assert found.as_dict()["causes"] == [dataclasses.asdict(c) for c in found.causes]
 
     def test_it_finds_nothing_wrong_with_a_healthy_account(self):
         found = self.diagnose("face-cmk-eastus")

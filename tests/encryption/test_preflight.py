@@ -60,7 +60,7 @@ class PassingPreflightTests(SeededTestCase):
 
     def test_it_accepts_an_older_version_and_says_a_newer_one_exists(self):
         key = EmuKey.objects.get(vault__name="kv-prod-eastus", name="face-cmk")
-        older = key.versions.order_by("created_at", "id").first().version
+        older = key.versions.order_by("created_at", "id")[0].version
         checks = run("face-prod-eastus", f"{KV_PROD}keys/face-cmk/{older}")
         assert blocking(checks) == set() and "a newer current version" in checks["version"].detail
 
@@ -210,4 +210,4 @@ class ValidityPreflightTests(SeededTestCase):
 
 def current_version_of(name: str) -> str:
     key = EmuKey.objects.get(vault__name="kv-prod-eastus", name=name)
-    return key.versions.order_by("-created_at", "-id").first().version
+    return key.versions.order_by("-created_at", "-id")[0].version

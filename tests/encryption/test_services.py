@@ -4,8 +4,10 @@ import time
 from datetime import timedelta
 from unittest import mock
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError
 from django.test import TestCase, override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from encryption import services
@@ -276,3 +278,24 @@ class SweepTests(TestCase):
         assert event.outcome == "failed"
         alive.refresh_from_db()
         assert alive.status == "running"
+
+
+class OperationAdminTests(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        cls.root = User.objects.create_superuser("root-admin", password="admin-pages-password-77")
+        cls.op = Operation.objects.create(kind="enable_cmk", account=make_account("face-admin"), actor="alice-admin")
+        cls.op.steps.create(name="preflight", label="Check every prerequisite", status="succeeded")
+
+    def setUp(self):
+        self.client.force_login(self.root)
+
+    def test_operations_and_their_steps_are_shown_read_only(self):
+        page = self.client.get(reverse("admin:encryption_operation_change", args=[self.op.pk]))
+        assert page.status_code == 200
+        assert b"Check every prerequisite" in page.content
+        assert b'name="_save"' not in page.content  # nothing to save: even a superuser cannot edit the record
+        assert self.client.get(reverse("admin:encryption_operation_add")).status_code == 403
+        assert self.client.post(reverse("admin:encryption_operation_delete", args=[self.op.pk])).status_code == 403
+        listing = self.client.get(reverse("admin:encryption_operation_changelist"))
+        assert listing.status_code == 200 and b"face-admin" in listing.content

@@ -91,6 +91,7 @@ class SyncEstateTests(SeededTestCase):
         turn_identity_off(account_id("face-cmk-eastus"))
         sync.sync_estate()
         (event,) = external_changes("face-cmk-eastus")
+        assert event.before is not None and event.after is not None
         assert event.before["identity_type"] == "SystemAssigned" and event.after["identity_type"] == "None"
         assert "the managed identity changed from SystemAssigned to None" in event.message
         assert event.outcome == AuditEvent.Outcome.INFO
@@ -101,6 +102,7 @@ class SyncEstateTests(SeededTestCase):
         move_to_tenant("contoso-prod", "fabrikam")
         sync.sync_estate()
         (event,) = external_changes("face-cmk-eastus")
+        assert event.before is not None and event.after is not None
         assert event.before["identity_tenant_id"] == before.identity_tenant_id
         assert event.after["identity_tenant_id"] != before.identity_tenant_id
         account = Account.objects.get(name="face-cmk-eastus")

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.test import TransactionTestCase, override_settings
 
@@ -10,6 +13,7 @@ from encryption import audit
 from encryption.actors import Actor
 from encryption.models import AuditCheckpoint, AuditEvent
 from tests.audit_helpers import privileged_execute
+from tests.harness import worker_environment
 
 
 def record(n: int) -> list[AuditEvent]:
@@ -106,3 +110,29 @@ class VerifyAuditCommandTests(TransactionTestCase):
         status, out, _ = verify_audit("--no-record")
         assert status == 0
         assert "0 events; no checkpoint yet" in out
+
+
+class VerifyAuditProcessTests(TransactionTestCase):
+    serialized_rollback = True
+
+    def run_command(self) -> subprocess.CompletedProcess[str]:
+        # A real `python manage.py verify_audit` on this run's test database, as an operator runs it.
+        return subprocess.run(
+            [sys.executable, "manage.py", "verify_audit", "--no-record"],
+            cwd=settings.BASE_DIR,
+            env=worker_environment(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def test_its_exit_status_tells_intact_from_tampered(self) -> None:
+        record(5)
+        intact = self.run_command()
+        assert intact.returncode == 0, intact.stderr
+        assert "audit chain intact: 5 events" in intact.stdout
+        privileged_execute("UPDATE encryption_auditevent SET outcome = 'failed' WHERE seq = 3")
+        tampered = self.run_command()
+        assert tampered.returncode == 1
+        assert "BROKEN at event #3" in tampered.stderr

@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -13,6 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import TestCase
 from django.urls import reverse
+from django.utils import timezone
 
 from encryption import audit, audit_export
 from encryption.models import AuditEvent, AuditExport
@@ -137,6 +139,13 @@ class ExportTests(ExportTestCase):
         stream.close()
         assert not AuditExport.objects.get(pk=export.pk).is_finished
         assert self.client.get(reverse("encryption:audit-export-manifest", args=[export.export_id])).status_code == 404
+
+    def test_an_abandoned_download_stops_polling_and_says_so(self):
+        export = self.export("csv")
+        assert audit_export.claim_stream(export)
+        AuditExport.objects.filter(pk=export.pk).update(started_at=timezone.now() - timedelta(hours=1))
+        body = self.client.get(reverse("encryption:audit-export-detail", args=[export.export_id])).content.decode()
+        assert "the download was interrupted" in body and "every 2s" not in body
 
     def test_the_status_fragment_shows_the_manifest_link_once_finished(self):
         export = self.export("csv")

@@ -195,3 +195,49 @@ class RefreshTests(BladeTestCase):
         response = self.client.post(url("account-sync-vaults", self.mmk), {"subscription": PROD})
         job = Operation.objects.get(kind=Operation.Kind.SYNC)
         assert f"sync={job.pk}" in response["Location"] and f"subscription={PROD}" in response["Location"]
+
+
+class BladeAccessMatrixTests(BladeTestCase):
+    """Every view of the blade, as a page and as a fragment, for each role: what each may open or post."""
+
+    READ = {"admin", "reviewer", "helpdesk"}
+    CHANGE = {"admin"}
+
+    def cases(self):
+        operation = make_operation(self.cmk, Operation.Kind.ENABLE_CMK, status=Operation.Status.SUCCEEDED)
+        # (url, who may GET, who may POST); None: the method is not allowed for anyone
+        return [
+            (url("account-encryption", self.cmk), self.READ, self.CHANGE),
+            (url("account-preflight", self.cmk), self.READ, self.CHANGE),
+            (url("account-refresh", self.cmk), None, self.READ),
+            (url("account-sync-vaults", self.cmk), None, self.READ),
+            (url("account-update-version", self.stale), None, self.CHANGE),
+            (url("account-rotate", self.cmk), self.CHANGE, self.CHANGE),
+            (url("account-revoke", self.cmk), self.CHANGE, self.CHANGE),
+            (url("account-restore", self.broken), None, self.CHANGE),
+            (detail(operation), {"admin", "reviewer"}, None),
+        ]
+
+    def test_each_role_gets_what_it_may_and_403_otherwise(self):
+        for path, readers, writers in self.cases():
+            for role in ("admin", "reviewer", "helpdesk", "outsider"):
+                self.login(role)
+                for headers in ({}, HTMX):
+                    got = self.client.get(path, headers=headers).status_code
+                    if readers is None:
+                        assert got in (403, 405), (path, role, headers, got)
+                    else:
+                        assert (got != 403) == (role in readers), (path, role, headers, got)
+                    got = self.client.post(path, {}, headers=headers).status_code
+                    if writers is None:
+                        assert got in (403, 405), (path, role, headers, got)
+                    else:
+                        assert (got != 403) == (role in writers), (path, role, headers, got)
+        # Nothing a read-only role posted became a change.
+        assert not CHANGES.exclude(actor=self.cast["admin"].username).exclude(actor="system").exists()
+
+    def test_anonymous_visitors_are_sent_to_sign_in(self):
+        for path, _, _ in self.cases():
+            for method in (self.client.get, self.client.post):
+                response = method(path)
+                assert response.status_code == 302 and "/accounts/login/" in response["Location"], path

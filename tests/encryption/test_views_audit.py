@@ -3,14 +3,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import time_machine
+from django.db import connection
 from django.test import TestCase
 from django.urls import reverse
 
-from encryption import audit
+from encryption import audit, audit_query
 from encryption.models import AuditEvent, OperationStep
 from tests.audit_helpers import privileged_execute
 from tests.builders import actor_for, make_account, make_cast, make_event, make_key, make_operation, make_vault
-from tests.harness import CrossProcessTestCase
+from tests.harness import CrossProcessTestCase, require_postgresql
 
 DAY1 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 DAY2 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -343,3 +344,31 @@ class AuditTamperTests(CrossProcessTestCase):
         detail = self.client.get(reverse("encryption:audit-detail", args=[victim.seq])).content.decode()
         assert "Content does not match its hash" in detail
         assert AuditEvent.objects.filter(action="audit.verified", outcome="failed").exists()
+
+
+class AuditIndexTests(TestCase):
+    """On PostgreSQL each filter reads an index made for it (the plan, not a timing, so it cannot flake)."""
+
+    @classmethod
+    def setUpTestData(cls):
+        for i in range(20):
+            make_event(message=f"Rotate key requested for face-{i}", target=f"/subscriptions/s/accounts/face-{i}")
+
+    def plan(self, queryset):
+        sql, params = queryset.query.sql_with_params()
+        with connection.cursor() as cursor:
+            # A table this small would be read whole; forbid that to see which index the planner picks.
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute(f"EXPLAIN {sql}", params)
+            return "\n".join(row[0] for row in cursor.fetchall())
+
+    def test_message_search_reads_the_trigram_index(self):
+        require_postgresql()
+        plan = self.plan(audit_query.filtered_events(audit_query.AuditFilters(text="rotate")).values("id"))
+        assert "audit_message_trgm_idx" in plan, plan
+
+    def test_a_filter_and_the_keyset_order_read_one_composite_index(self):
+        require_postgresql()
+        qs = audit_query.filtered_events(audit_query.AuditFilters(account="/subscriptions/s/accounts/face-3"))
+        plan = self.plan(qs.filter(seq__lt=10**9).order_by("-seq")[:51])
+        assert "audit_target_seq_idx" in plan and "Sort" not in plan, plan

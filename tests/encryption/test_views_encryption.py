@@ -252,3 +252,11 @@ class KeyPickerFragmentTests(BladeTestCase):
         job = make_operation(self.cmk, Operation.Kind.REFRESH, status=Operation.Status.RUNNING)
         body = self.fragment(f"?refresh={job.pk}", target="current-state").content.decode()
         assert "every 1s" not in body
+
+    def test_the_key_uri_fragment_says_when_the_vault_is_not_known_yet(self):
+        uri = "https://kv-elsewhere.vault.azure.net/keys/k"
+        body = self.fragment(f"?key_uri={uri}&uri_subscription={DEV}", target="key-uri").content.decode()
+        assert "Keyward has not seen this key vault yet" in body
+        assert selected(body, "uri_subscription") == DEV
+        known = self.fragment("?key_uri=https://kv-shared-eastus.vault.azure.net/keys/k", target="key-uri")
+        assert "has not seen this key vault" not in known.content.decode()

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -61,7 +60,7 @@ class RunningPortal:
             match = _URL.search(self.output)
             return match.group(1) if match else None
 
-        return wait_until(url, timeout=240, interval=0.2, message="bin/run to print its URL")
+        return str(wait_until(url, timeout=240, interval=0.2, message="bin/run to print its URL"))
 
     def interrupt(self) -> int:
         """Ctrl-C, as a terminal sends it to the script; the exit code once it has stopped."""

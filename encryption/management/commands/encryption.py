@@ -211,11 +211,13 @@ class Command(BaseCommand):
                 if operation.status == Operation.Status.QUEUED
                 else "still running"
             )
-            self._report(operation, f"Timed out after {timeout:g}s: operation #{operation.pk} is {state}.")
-            raise CommandError(f"Operation #{operation.pk} is {state}.", returncode=EXIT_PENDING)
+            message = f"Timed out after {timeout:g}s: operation #{operation.pk} is {state}."
+            if self.json:
+                self._report(operation, message)
+            raise CommandError(message, returncode=EXIT_PENDING)
         self._report(operation, "")
         if operation.status == Operation.Status.FAILED:
-            raise CommandError(f"Operation #{operation.pk} failed: {operation.reason}", returncode=EXIT_FAILED)
+            raise CommandError(f"Operation #{operation.pk} failed (reason above).", returncode=EXIT_FAILED)
         blocking = [c for c in (operation.result or {}).get("checks", []) if c.get("state") == "blocks"]
         if operation.kind == Kind.PREFLIGHT and blocking:
             raise CommandError(f"{len(blocking)} check(s) block this key.", returncode=EXIT_FAILED)

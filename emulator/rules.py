@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from azure.keyvault.keys import KeyVaultKey
@@ -54,7 +54,6 @@ class CmkRequest:
     principal: str = ""
     key: KeyVaultKey | None = None  # the key version that will be used, as the identity read it
     key_missing: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @property
     def target(self) -> CustomerKey:
@@ -66,14 +65,6 @@ class CmkRequest:
         if self.identity_client_id:
             props["identityClientId"] = self.identity_client_id
         return props
-
-    @property
-    def vault_name(self) -> str:
-        return kv_client.vault_name_of(self.key_vault_uri) or self.key_vault_uri
-
-    @property
-    def key_label(self) -> str:
-        return f"key '{self.key_name}'" + (f" version '{self.key_version}'" if self.key_version else "")
 
 
 # Settings

@@ -90,12 +90,19 @@ def _normalise_json(value: Any) -> Any:
     return value
 
 
-def _json_value(value: Any) -> Any:
+def _json_value(value: Any, *, action: str, field: str) -> Any:
     if value is None:
         return None
     # Dates, UUIDs, Decimals and tuples become JSON first (as the JSONField would store them).
-    plain = json.loads(json.dumps(value, cls=DjangoJSONEncoder))
-    return scrub(_normalise_json(plain))
+    plain = _normalise_json(json.loads(json.dumps(value, cls=DjangoJSONEncoder)))
+    return _scrubbed(plain, scrub(plain), action=action, field=field)
+
+
+def _scrubbed(original: Any, cleaned: Any, *, action: str, field: str) -> Any:
+    if cleaned != original:
+        # Names the code path that tried to record a secret, never the secret itself.
+        log.warning("audit: removed what looked like a secret from the %s of a %r event", field, action)
+    return cleaned
 
 
 def _fit(field: str, value: str) -> str:
@@ -136,10 +143,10 @@ def record(
         key_id=_fit("key_id", key_id),
         operation=operation,
         outcome=outcome,
-        before=_json_value(before),
-        after=_json_value(after),
+        before=_json_value(before, action=action, field="before"),
+        after=_json_value(after, action=action, field="after"),
         request_ids=[_clean_str(str(r)) for r in ([request_ids] if isinstance(request_ids, str) else request_ids)],
-        message=scrub_text(_clean_str(message)),
+        message=_scrubbed(_clean_str(message), scrub_text(_clean_str(message)), action=action, field="message"),
     )
     with transaction.atomic(using=using):
         _lock_chain(using)

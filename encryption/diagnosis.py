@@ -100,7 +100,18 @@ def diagnose(account: Account) -> Diagnosis:
 def _key_causes(account: Account, info: gw.AccountInfo) -> list[Cause]:
     key_label = f"{info.key_name} in {_vault_name(info.key_vault_uri)}"
     causes: list[Cause] = []
-    if not info.has_system_identity:
+    if info.identity_client_id and not info.cmk_principal_id:
+        causes.append(
+            Cause(
+                "identity_off",
+                f"The user-assigned identity of {info.name} is no longer attached",
+                f"Encryption uses the identity with client id {info.identity_client_id}, which the account no "
+                f"longer has, so it cannot reach key {key_label}.",
+                "The account's owner in Azure",
+                "Attach the user-assigned identity to the account again.",
+            )
+        )
+    elif not info.cmk_principal_id:
         causes.append(
             Cause(
                 "identity_off",
@@ -131,8 +142,9 @@ def _key_causes(account: Account, info: gw.AccountInfo) -> list[Cause]:
 def _vault_causes(account: Account, info: gw.AccountInfo, vault: gw.VaultInfo, key_label: str) -> list[Cause]:
     owner = f"The owner of key vault {vault.name}"
     causes: list[Cause] = []
-    if info.has_system_identity and info.principal_id:
-        held = gw.key_access_of(vault, info.principal_id)
+    principal = info.cmk_principal_id
+    if principal:
+        held = gw.key_access_of(vault, principal)
         missing = [p for p in gw.CMK_KEY_PERMISSIONS if p not in held]
         if missing:
             what = (
@@ -144,7 +156,7 @@ def _vault_causes(account: Account, info: gw.AccountInfo, vault: gw.VaultInfo, k
                 Cause(
                     "access_missing",
                     f"The identity of {info.name} has no access to key {key_label}",
-                    f"Key vault {vault.name} gives identity {info.principal_id} no {what}.",
+                    f"Key vault {vault.name} gives identity {principal} no {what}.",
                     f"{owner}, or {ENCRYPTION_ADMIN.lower()}",
                     f"Grant the identity {what} on {vault.name}: Restore access does it.",
                 )

@@ -16,7 +16,7 @@ ViewFunc = TypeVar("ViewFunc", bound=Callable[..., HttpResponse])
 
 class PortalRequest(HttpRequest):
     htmx: HtmxDetails
-    user: User  # type: ignore[assignment]
+    user: User
 
 
 def client_ip(request: HttpRequest) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 KEY_SOURCE_MICROSOFT = "Microsoft.CognitiveServices"
@@ -264,7 +265,7 @@ class Operation(models.Model):
         won = (
             Operation.objects.filter(claimable, pk=self.pk).update(
                 status=self.Status.RUNNING,
-                started_at=models.functions.Coalesce(models.F("started_at"), models.Value(now)),
+                started_at=Coalesce(models.F("started_at"), models.Value(now)),
                 lease_expires_at=lease,
                 deliveries=models.F("deliveries") + 1,
             )

@@ -134,7 +134,7 @@ def _key_state(info: gw.AccountInfo, vaults: dict[str, VaultRead]) -> KeyState |
     if not info.uses_cmk:
         return None
     vault_read = vaults.get(_norm_uri(info.key_vault_uri))
-    access = _access(vault_read.info, info.principal_id) if vault_read else None
+    access = _access(vault_read.info, info.cmk_principal_id) if vault_read else None
     tenant = vault_read.info.tenant_id if vault_read else ""
     key_read = vault_read.keys.get(info.key_name) if vault_read and vault_read.keys is not None else None
     if key_read is not None:
@@ -171,7 +171,7 @@ def _read_account(info: gw.AccountInfo, vaults: dict[str, VaultRead]) -> Account
 
 def _inferred_probe(info: gw.AccountInfo, state: KeyState) -> gw.ProbeResult:
     # Real Azure has no probe: infer from what the service itself needs (identity, key, access).
-    if not info.has_system_identity:
+    if not info.cmk_principal_id:
         return gw.ProbeResult(False, "Inferred: the account's managed identity is off.")
     if state.deleted or not state.exists:
         return gw.ProbeResult(False, f"Inferred: key {info.key_name} is deleted or missing.")

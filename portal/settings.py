@@ -357,6 +357,9 @@ OPERATION_MAX_RETRIES = envint("OPERATION_MAX_RETRIES", 5, minimum=0)
 AZURE_RETRY_BUDGET_SECONDS = envint("AZURE_RETRY_BUDGET_SECONDS", 30, minimum=1)
 AZURE_RETRY_TOTAL = envint("AZURE_RETRY_TOTAL", 4, minimum=0)
 AZURE_POLLING_INTERVAL = envint("AZURE_POLLING_INTERVAL", 0 if EMULATOR_ENABLED else 10)
+# The longest one task follows a long-running PATCH before handing it back as transient: the task's retry
+# resumes it from its continuation token, so a slow Azure operation never runs into the task's time limit.
+AZURE_LRO_WAIT_SECONDS = envint("AZURE_LRO_WAIT_SECONDS", min(120, CELERY_TASK_SOFT_TIME_LIMIT // 2), minimum=1)
 # The emulator's transport really sleeps, capped so a test or demo never waits long.
 EMULATOR_SLEEP_CAP_SECONDS = float(envint("EMULATOR_SLEEP_CAP_MS", 1000)) / 1000
 # Page size of the emulated Key Vault data plane's lists (Key Vault caps it at 25); small in tests.

@@ -37,6 +37,10 @@ Live server and browser tests
     - `BrowserTestCase` is Django's `StaticLiveServerTestCase` on top of `CrossProcessTestCase`, with
       `DJANGO_ALLOW_ASYNC_UNSAFE=true` (Playwright's sync API runs an event loop in the test's thread,
       which Django would otherwise take for async code) and one Chromium per class.
+    - While Playwright runs, Django hands the test's thread other connection objects (Playwright swaps
+      the context variables Django keys them on). `django_browser()` (used by `BrowserTestCase` and the
+      `chromium` fixture) carries over what `serialized_rollback` needs and closes them afterwards; do
+      not start Playwright any other way in a test that touches the database.
     - `browser()` launches Debian's `/usr/bin/chromium` through Playwright (never `playwright install`).
     - `self.sign_in(page, username, password)` signs in through the real login form.
 
@@ -59,7 +63,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -347,6 +351,24 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
+@contextlib.contextmanager
+def django_browser(aliases: Iterable[str] = ALL_DATABASES) -> Iterator[Any]:
+    """`browser()` plus what Django's test databases need while Playwright runs in this thread."""
+    with contextlib.ExitStack() as stack:
+        # Playwright's sync API keeps an event loop running in this thread; Django's ORM would refuse to
+        # run beside it without this (the test is not async code).
+        stack.enter_context(environ(DJANGO_ALLOW_ASYNC_UNSAFE="true"))
+        serialized = {alias: getattr(connections[alias], "_test_serialized_contents", None) for alias in aliases}
+        chromium = stack.enter_context(browser())
+        # While Playwright runs, this thread sees other context variables, so Django hands out new
+        # connection objects: carry over what serialized_rollback reloads, and close them before it stops.
+        for alias, contents in serialized.items():
+            if contents is not None:
+                setattr(connections[alias], "_test_serialized_contents", contents)  # noqa: B010 (private)
+        stack.callback(connections.close_all)
+        yield chromium
+
+
 class BrowserTestCase(StaticLiveServerTestCase, CrossProcessTestCase):
     """A live server on this run's test databases and one Chromium for the class."""
 
@@ -356,20 +378,8 @@ class BrowserTestCase(StaticLiveServerTestCase, CrossProcessTestCase):
     @classmethod
     def setUpClass(cls) -> None:
         require_chromium()
-        stack = contextlib.ExitStack()
-        cls.addClassCleanup(stack.close)
-        # Playwright's sync API keeps an event loop running in this thread; Django's ORM would refuse to
-        # run beside it without this (it is a thread of its own, not async code).
-        stack.enter_context(environ(DJANGO_ALLOW_ASYNC_UNSAFE="true"))
         super().setUpClass()
-        serialized = {alias: getattr(connections[alias], "_test_serialized_contents", None) for alias in cls.databases}
-        cls.chromium = stack.enter_context(browser())
-        # While Playwright runs, this thread sees other context variables, so Django hands out new
-        # connection objects: carry over what serialized_rollback reloads, and close them before it stops.
-        for alias, contents in serialized.items():
-            if contents is not None:
-                setattr(connections[alias], "_test_serialized_contents", contents)  # noqa: B010 (private)
-        stack.callback(connections.close_all)
+        cls.chromium = cls.enterClassContext(django_browser(cls.databases))
 
     def new_page(self) -> Any:
         context = self.chromium.new_context(viewport={"width": 1280, "height": 800})

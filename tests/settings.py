@@ -11,6 +11,8 @@ import os
 import tempfile
 import uuid
 
+# Removed after a run that passed (tests/plugins.py), unless the folder was given from outside.
+KEYWARD_TEST_DIR_CREATED = "KEYWARD_TEST_DIR" not in os.environ
 _run_id = os.environ.setdefault("KEYWARD_TEST_RUN_ID", uuid.uuid4().hex[:8])
 _run_dir = os.environ.setdefault("KEYWARD_TEST_DIR", tempfile.mkdtemp(prefix=f"keyward-test-{_run_id}-"))
 os.environ.setdefault("KEYWARD_TEST_DB_DIR", os.path.join(_run_dir, "db"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -14,7 +15,7 @@ from azure.mgmt.core.polling.arm_polling import ARMPolling
 from django.conf import settings
 
 from encryption.azure.clients import checked_vault_uri, cognitive_client, current_cloud, subscription_client
-from encryption.azure.errors import PermanentAzureError, azure_call
+from encryption.azure.errors import PermanentAzureError, TransientAzureError, azure_call
 from encryption.azure.results import (
     KEY_SOURCE_KEY_VAULT,
     KEY_SOURCE_MICROSOFT,
@@ -96,22 +97,36 @@ def get_account(arm_id: str) -> AccountInfo:
 
 
 class _InlineARMPolling(ARMPolling):
-    """ARM polling run to the end inside `initialize`, in the calling thread.
+    """ARM polling run inside `initialize`, in the calling thread, for at most AZURE_LRO_WAIT_SECONDS.
 
     LROPoller polls in a thread of its own unless the polling method is already finished when it starts;
     finishing here keeps request-id collection (a context variable), the emulator's database connections and
     error propagation in the caller's thread, and gives a hook (`on_started`) right after the initial PATCH.
+    An operation still running at the deadline surfaces as transient: the task's retry resumes it from the
+    continuation token it was handed, instead of running into the task's time limit.
     """
 
     def __init__(self, interval: float, on_started: Callable[[str], None] | None = None) -> None:
         super().__init__(interval)
         self._on_started = on_started
+        self._deadline = 0.0
 
     def initialize(self, client: Any, initial_response: Any, deserialization_callback: Any) -> None:
         super().initialize(client, initial_response, deserialization_callback)
         if self._on_started is not None and not self.finished():
             self._on_started(self.get_continuation_token())
+        self._deadline = time.monotonic() + settings.AZURE_LRO_WAIT_SECONDS
         self.run()
+
+    def update_status(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise TransientAzureError(
+                "OperationStillRunning",
+                f"Azure is still applying the change after {settings.AZURE_LRO_WAIT_SECONDS} s; "
+                "Keyward will resume following it.",
+                retry_after=float(self._timeout or 10),
+            )
+        super().update_status()
 
 
 def _update_account(

@@ -95,6 +95,17 @@ class AccountInfo:
     def has_system_identity(self) -> bool:
         return "SystemAssigned" in self.identity_type
 
+    @property
+    def cmk_principal_id(self) -> str:
+        """The principal that unwraps the key: the user-assigned identity `identityClientId` names, else the
+        system-assigned one; "" when that identity is gone."""
+        if self.identity_client_id:
+            for ids in self.user_assigned_identities.values():
+                if ids.get("clientId", "").lower() == self.identity_client_id.lower():
+                    return ids.get("principalId", "")
+            return ""
+        return self.principal_id if self.has_system_identity else ""
+
 
 @dataclass(frozen=True)
 class AccessPolicy:

@@ -194,15 +194,23 @@ class RoundTripPropertyTests(HypothesisTestCase):
 
 class ScrubberTests(TestCase):
     def test_it_keeps_tokens_and_key_material_out_of_the_trail(self) -> None:
-        event = audit.record(
-            actor=system(),
-            action="operation.step",
-            outcome="failed",
-            before={"headers": {"Authorization": f"Bearer {JWT}"}, "password": "hunter2-hunter2"},
-            after={"jwk": {"kty": "RSA", "n": BLOB, "e": "AQAB", "d": BLOB[::-1]}, "pem": PEM, "nested": [f"x {JWT}"]},
-            message=f"Azure said 401 to Bearer {JWT}; wrapped key {BLOB}; {PEM}",
-        )
+        with self.assertLogs("encryption.audit", "WARNING") as logs:
+            event = audit.record(
+                actor=system(),
+                action="operation.step",
+                outcome="failed",
+                before={"headers": {"Authorization": f"Bearer {JWT}"}, "password": "hunter2-hunter2"},
+                after={
+                    "jwk": {"kty": "RSA", "n": BLOB, "e": "AQAB", "d": BLOB[::-1]},
+                    "pem": PEM,
+                    "nested": [f"x {JWT}"],
+                },
+                message=f"Azure said 401 to Bearer {JWT}; wrapped key {BLOB}; {PEM}",
+            )
         text = stored_text(event)
+        # The log names where a secret was caught, never the secret.
+        assert any("from the before of a 'operation.step' event" in line for line in logs.output)
+        assert not any(JWT in line or BLOB in line for line in logs.output)
         for secret in (JWT, BLOB, BLOB[::-1], "hunter2", "MC4CAQAwBQYDK2Vw", "BEGIN PRIVATE KEY"):
             assert secret not in text
         assert "[redacted" in text

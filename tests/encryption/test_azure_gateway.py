@@ -138,6 +138,18 @@ class EncryptionUpdateTests(GatewayTestCase):
         assert info.uses_cmk and info.provisioning_state == "Succeeded"
         assert testing.request_count("PATCH", "face-prod-eastus") == 1
 
+    def test_it_hands_back_a_slow_operation_to_be_resumed(self):
+        tokens: list[str] = []
+        with (
+            override_settings(AZURE_LRO_WAIT_SECONDS=1, EMULATOR_LRO_POLLS=3),
+            self.assertRaises(gw.TransientAzureError) as caught,
+        ):
+            self.enable_cmk("face-prod-eastus", on_continuation=tokens.append)
+        # Still running at the deadline: transient, so the task retries later rather than hold the worker.
+        assert caught.exception.code == "OperationStillRunning" and caught.exception.retry_after
+        info = self.enable_cmk("face-prod-eastus", continuation_token=tokens[0])
+        assert info.uses_cmk and testing.request_count("PATCH", "face-prod-eastus") == 1
+
     def test_it_reports_an_operation_that_fails_while_running_as_permanent(self):
         key = EmuKey.objects.get(vault__name="kv-prod-eastus", name="face-cmk")
 

@@ -49,6 +49,11 @@ class SeededDiagnosisTests(DiagnosisTestCase):
         found = self.diagnose("face-cmk-eastus")
         assert found.readable is True and found.causes == []
 
+    def test_it_checks_the_user_assigned_identity_that_encryption_uses(self):
+        # face-uami-eastus has no system identity: its key is reached through a user-assigned one (RBAC vault).
+        found = self.diagnose("face-uami-eastus")
+        assert found.readable is True and found.causes == []
+
     def test_it_calls_microsoft_managed_keys_readable(self):
         found = self.diagnose("face-prod-eastus")
         assert found.readable is True and found.causes == []

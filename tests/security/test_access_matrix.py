@@ -342,7 +342,7 @@ def expected(access: Access, role: str, method: str, fragment: str = "") -> str 
     return OK if role in allowed else 403
 
 
-def outcome_of(response: HttpResponse, access: Access) -> str | int:
+def outcome_of(response: HttpResponse, access: Access, *, signed_in: bool) -> str | int:
     if response.status_code in (301, 302):
         path = urlsplit(response["Location"]).path
         if access.staff and (path.startswith("/admin/") or path == reverse("login")):
@@ -350,7 +350,8 @@ def outcome_of(response: HttpResponse, access: Access) -> str | int:
             # visitors of some admin pages to the portal's. Either way nobody but staff gets in.
             return ADMIN_LOGIN
         if path == reverse("login"):
-            return OK if access.signs_out and "_auth_user_id" not in response.wsgi_request.session else LOGIN
+            signed_out = signed_in and "_auth_user_id" not in response.wsgi_request.session
+            return OK if access.signs_out and signed_out else LOGIN
     if response.status_code in (403, 405):
         return response.status_code
     return OK if response.status_code in ALLOWED_STATUSES else response.status_code
@@ -437,7 +438,7 @@ class AccessMatrixTests(TestCase):
         else:
             response = client.generic(method, path, headers=headers)
         want = expected(access, role, method, fragment if fragment != "htmx" else "")
-        got = outcome_of(response, access)
+        got = outcome_of(response, access, signed_in=role != ANONYMOUS)
         where = f"{method} {path} as {role}" + (f" (htmx {fragment})" if fragment else "")
         if got != want:
             return [f"{where}: expected {want}, got {got} ({response.status_code})"]

@@ -86,12 +86,16 @@ def key_version_required() -> bool:
 
 
 def sku_supports_cmk(req: CmkRequest) -> None:
-    sku = (req.sku or req.account.sku).upper()
-    if sku not in cmk_skus():
+    check_sku(req.account, req.sku or req.account.sku)
+
+
+def check_sku(account: CognitiveAccount, sku: str) -> None:
+    """Also run on its own when a PATCH moves an account that uses a customer-managed key to another SKU."""
+    if sku.upper() not in cmk_skus():
         raise CmkRefused(
             "SkuNotSupported",
-            f"The pricing tier {sku} of account '{req.account.name}' has no {CMK_CAPABILITY} capability. Change the "
-            f"account to one of {', '.join(cmk_skus())} before setting a customer-managed key.",
+            f"The pricing tier {sku.upper()} of account '{account.name}' has no {CMK_CAPABILITY} capability. "
+            f"Change the account to one of {', '.join(cmk_skus())} before using a customer-managed key.",
         )
 
 

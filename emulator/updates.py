@@ -48,8 +48,8 @@ def _check_cmk(account: CognitiveAccount, changes: dict[str, Any]) -> None:
     sku = changes.get("sku", account.sku)
     on_cmk = account.key_vault_properties is not None
     will_use_cmk = encryption["keySource"] == cmk.KEY_VAULT if encryption else on_cmk
-    if will_use_cmk and sku not in rules.cmk_skus():
-        rules.sku_supports_cmk(cmk.request_for(account, {"keyVaultUri": "", "keyName": ""}, sku))
+    if will_use_cmk:
+        rules.check_sku(account, sku)
     if encryption is None:
         return
     if "identity" in changes and not _same_identity(account, changes["identity"]):

@@ -161,12 +161,11 @@ def _vault_causes(account: Account, info: gw.AccountInfo, vault: gw.VaultInfo, k
                     f"Grant the identity {what} on {vault.name}: Restore access does it.",
                 )
             )
-    cmk_tenant = account.cmk_tenant_id
-    identity_tenant = info.identity_tenant_id
-    if cmk_tenant and (vault.tenant_id.lower() != cmk_tenant.lower() or identity_tenant.lower() != cmk_tenant.lower()):
-        causes.append(_tenant_cause(info, vault, was=cmk_tenant))
-    elif identity_tenant and identity_tenant.lower() != vault.tenant_id.lower():
-        causes.append(_tenant_cause(info, vault, was=vault.tenant_id))
+    # Tenants as far as they are known (a user-assigned identity reports none): the one CMK was set in, the
+    # vault's now and the identity's now must all agree.
+    tenants = {t.lower() for t in (account.cmk_tenant_id, vault.tenant_id, info.identity_tenant_id) if t}
+    if len(tenants) > 1:
+        causes.append(_tenant_cause(info, vault, was=account.cmk_tenant_id or vault.tenant_id))
     if vault.location.replace(" ", "").lower() != info.location.replace(" ", "").lower():
         causes.append(
             Cause(

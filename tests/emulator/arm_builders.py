@@ -8,6 +8,7 @@ from typing import Any
 from azure.keyvault.keys._shared import http_challenge_cache
 from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
 from azure.mgmt.cognitiveservices.models import Account, AccountProperties, Encryption, KeyVaultProperties
+from azure.mgmt.core.polling.arm_polling import ARMPolling
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from django.test import TestCase
 
@@ -94,6 +95,14 @@ def cmk_update(vault: Vault, key_name: str, version: str, **extra: Any) -> Accou
 def microsoft_update() -> Account:
     # key_source must be explicit: Encryption() alone means Microsoft.KeyVault (azure-api.md 2.2).
     return Account(properties=AccountProperties(encryption=Encryption(key_source="Microsoft.CognitiveServices")))
+
+
+class StartOnly(ARMPolling):
+    """Sends the request and stops polling: the operation stays in progress for another client to resume
+    (pass `polling=StartOnly()`, then `poller.continuation_token()`)."""
+
+    def run(self) -> None:
+        return None
 
 
 class ArmTestCase(TestCase):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
 from azure.mgmt.cognitiveservices.models import Account, AccountProperties, Encryption, Identity, Sku
-from azure.mgmt.core.polling.arm_polling import ARMPolling
 from django.test import override_settings
 
 from emulator import keystore
@@ -17,6 +16,7 @@ from tests.emulator.arm_builders import (
     SUBSCRIPTION_ID,
     TENANT_ID,
     ArmTestCase,
+    StartOnly,
     cmk_update,
     cs_client,
     grant,
@@ -29,13 +29,6 @@ from tests.emulator.arm_builders import (
 )
 
 API = "api-version=2025-09-01"
-
-
-class _StartOnly(ARMPolling):
-    """Sends the request and stops: the operation stays in progress for another client to resume."""
-
-    def run(self) -> None:
-        return None
 
 
 def _arm(method: str, path: str, **kwargs):
@@ -298,7 +291,7 @@ class AccountUpdateTests(ArmTestCase):
 
     def test_it_resumes_from_a_continuation_token_on_a_new_client(self):
         started = cs_client().accounts.begin_update(
-            RESOURCE_GROUP, "face-upd", cmk_update(self.vault, "cmk", versions_of(self.key)[0]), polling=_StartOnly()
+            RESOURCE_GROUP, "face-upd", cmk_update(self.vault, "cmk", versions_of(self.key)[0]), polling=StartOnly()
         )
         token = started.continuation_token()
 
@@ -314,7 +307,7 @@ class AccountUpdateTests(ArmTestCase):
     def test_it_ends_failed_when_the_key_is_disabled_while_the_operation_runs(self):
         version = versions_of(self.key)[0]
         started = cs_client().accounts.begin_update(
-            RESOURCE_GROUP, "face-upd", cmk_update(self.vault, "cmk", version), polling=_StartOnly()
+            RESOURCE_GROUP, "face-upd", cmk_update(self.vault, "cmk", version), polling=StartOnly()
         )
         # Validation passed when the PATCH arrived; the key is disabled before the operation finishes.
         keystore.update_key_version(self.key.versions.get(version=version), enabled=False)
@@ -331,7 +324,7 @@ class AccountUpdateTests(ArmTestCase):
         assert ArmOperation.objects.get(action="update").error["code"] == "KeyDisabled"
 
     def test_it_refuses_a_second_change_while_one_runs(self):
-        cs_client().accounts.begin_update(RESOURCE_GROUP, "face-upd", Account(tags={"a": "1"}), polling=_StartOnly())
+        cs_client().accounts.begin_update(RESOURCE_GROUP, "face-upd", Account(tags={"a": "1"}), polling=StartOnly())
 
         with self.assertRaises(ResourceExistsError) as raised:
             cs_client().accounts.begin_update(RESOURCE_GROUP, "face-upd", Account(tags={"a": "2"}))
@@ -342,7 +335,7 @@ class AccountUpdateTests(ArmTestCase):
     def test_it_finishes_an_abandoned_operation_after_the_timeout(self):
         from emulator.testing import shift_clock
 
-        cs_client().accounts.begin_update(RESOURCE_GROUP, "face-upd", Account(tags={"a": "1"}), polling=_StartOnly())
+        cs_client().accounts.begin_update(RESOURCE_GROUP, "face-upd", Account(tags={"a": "1"}), polling=StartOnly())
         shift_clock(10)
 
         account = cs_client().accounts.get(RESOURCE_GROUP, "face-upd")

@@ -16,6 +16,7 @@ from tests.emulator.arm_builders import (
     CMK_PERMISSIONS,
     RESOURCE_GROUP,
     SUBSCRIPTION_ID,
+    StartOnly,
     cmk_update,
     cs_client,
     grant,
@@ -25,7 +26,6 @@ from tests.emulator.arm_builders import (
     make_vault,
     versions_of,
 )
-from tests.emulator.test_arm_accounts import _StartOnly
 from tests.harness import CrossProcessTestCase, worker_environment
 
 
@@ -76,7 +76,7 @@ class CrossProcessTests(CrossProcessTestCase):
     def test_another_process_resumes_an_operation_and_probes_the_data(self):
         version = versions_of(self.key)[-1]
         started = cs_client().accounts.begin_update(
-            RESOURCE_GROUP, "face-shared-db", cmk_update(self.vault, "cmk", version), polling=_StartOnly()
+            RESOURCE_GROUP, "face-shared-db", cmk_update(self.vault, "cmk", version), polling=StartOnly()
         )
         assert CognitiveAccount.objects.get(name="face-shared-db").provisioning_state == "Accepted"
 

@@ -543,6 +543,17 @@ class AppendOnlyTests(TransactionTestCase):
         assert AuditEvent.objects.count() == 2
         assert audit.verify_chain().ok
 
+    def test_the_apps_role_cannot_switch_the_trigger_off_unless_superuser(self) -> None:
+        if connection.vendor != "postgresql":
+            pytest.skip("PostgreSQL only")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            (is_superuser,) = cursor.fetchone()
+        if is_superuser:
+            pytest.skip("the tests run as a superuser here; CI runs them as a plain role to show this")
+        with pytest.raises(DatabaseError, match="permission denied"), transaction.atomic(), connection.cursor() as c:
+            c.execute("SET LOCAL session_replication_role = replica")
+
 
 def _rewrite(seq: int, *, message: str, cascade: bool = False) -> None:
     """Change an event and recompute its hash (and, with cascade, every later event's): a careful forger."""

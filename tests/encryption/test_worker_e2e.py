@@ -55,9 +55,9 @@ class WorkerTests(CrossProcessTestCase):
             with transaction.atomic():
                 op = services.request_change(
                     actor=services.Actor.from_cli(self.admin),
-                    account=Account.objects.get(name="face-cmk-eastus"),
-                    kind="disable_cmk",
-                    params={},
+                    account=Account.objects.get(name="face-shared-eastus"),
+                    kind="enable_cmk",
+                    params={"key_uri": f"{PROD}/face-cmk"},
                 )
             wait_until(lambda: Operation.objects.get(pk=op.pk).lro_token, timeout=60, message="the PATCH to be sent")
             os.killpg(first.pid, signal.SIGKILL)  # the whole worker, pool child included: no goodbye
@@ -72,10 +72,11 @@ class WorkerTests(CrossProcessTestCase):
         op.refresh_from_db()
         assert op.status == "succeeded", op.reason
         # The second worker resumed the LRO from its token: Azure saw exactly the PATCHes the row counted.
-        assert request_count("PATCH", "/accounts/face-cmk-eastus") == op.patch_attempts == 1
+        assert request_count("PATCH", "/accounts/face-shared-eastus") == op.patch_attempts == 1
         assert op.deliveries == 2
         assert op.steps.filter(status="failed", detail__startswith="Interrupted").count() == 1
-        account = Account.objects.get(name="face-cmk-eastus")
-        assert not account.uses_cmk and account.data_readable is True
+        assert op.steps.filter(name="set_key", status="succeeded", detail__contains="resumed").exists()
+        account = Account.objects.get(name="face-shared-eastus")
+        assert account.key_uri == f"{PROD}/face-cmk/{op.params['key_version']}" and account.data_readable is True
         assert AuditEvent.objects.filter(operation=op, action="operation.succeeded").count() == 1
         assert audit.verify_chain().ok

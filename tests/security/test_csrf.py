@@ -79,6 +79,6 @@ class CsrfTests(TestCase):
 
     def test_every_page_gives_htmx_the_token_on_body(self):
         # base.html puts the token on <body> for htmx; a page that did not would leave htmx posts refused.
-        client, token = self._client(ADMIN)
+        client, _ = self._client(ADMIN)
         page = client.get("/").content.decode()
         assert '<body hx-headers=\'{"x-csrftoken": "' in page

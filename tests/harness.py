@@ -342,10 +342,10 @@ class CrossProcessTestCase(TransactionTestCase):
         # A TransactionTestCase without serialized_rollback ends with a flush that re-creates content types
         # and permissions under new ids, which the reload would collide with: start from empty tables, the
         # way this class's own teardown leaves them.
-        for alias in cls._databases_names(include_mirrors=False):
+        for alias in cls._databases_names(include_mirrors=False):  # type: ignore[attr-defined]
             if hasattr(connections[alias], "_test_serialized_contents"):
                 call_command("flush", verbosity=0, interactive=False, database=alias, inhibit_post_migrate=True)
-        super()._fixture_setup()
+        super()._fixture_setup()  # type: ignore[misc]
 
 
 @contextlib.contextmanager

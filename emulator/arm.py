@@ -13,6 +13,7 @@ from emulator import accounts, arm_subscriptions, data_at_rest, lro, updates  # 
 from emulator.accounts import AccountError
 from emulator.arm_common import caller_id, check_if_match, paged, resource_group_or_404, subscription_or_404
 from emulator.http import EmuError, EmuRequest, EmuResponse, arm_error, empty_response, json_response
+from emulator.kv_client import KeyVaultFailure
 from emulator.models import ArmOperation, CognitiveAccount
 from emulator.models.arm import ACCOUNT_TYPE
 from emulator.routes import arm_route
@@ -26,8 +27,9 @@ OPERATIONS = SUB + r"/providers/Microsoft\.CognitiveServices/locations/(?P<locat
 
 
 def _refusal(exc: AccountError | CmkRefused) -> EmuResponse:
-    status = exc.status if isinstance(exc, AccountError) else 400
-    return arm_error(status, exc.code, exc.message)
+    if exc.status >= 500:
+        return arm_error(exc.status, exc.code, exc.message, headers={"Retry-After": "1"})
+    return arm_error(exc.status, exc.code, exc.message)
 
 
 def _find(subscription_id: str, resource_group: str, name: str) -> CognitiveAccount | None:
@@ -211,5 +213,8 @@ def operation_result(request: EmuRequest, subscription_id: str, location: str, o
 @arm_route("POST", ACCOUNT + r"/probeDataAccess")
 def probe_data_access(request: EmuRequest, subscription_id: str, resource_group: str, name: str) -> EmuResponse:
     account = _account_or_404(subscription_id, resource_group, name)
-    readable, code, reason = data_at_rest.probe_data_access(account)
+    try:
+        readable, code, reason = data_at_rest.probe_data_access(account)
+    except KeyVaultFailure as failure:
+        return arm_error(503, "KeyVaultUnavailable", f"{failure.message} Try again.", headers={"Retry-After": "1"})
     return json_response(200, {"readable": readable, "code": code, "reason": reason})

@@ -9,7 +9,7 @@ from emulator import data_at_rest, rules
 from emulator.accounts import AccountError
 from emulator.kv_client import KeyVaultFailure, vault_name_of
 from emulator.models import CognitiveAccount
-from emulator.rules import CmkRefused, CmkRequest
+from emulator.rules import CmkRequest
 
 MICROSOFT = "Microsoft.CognitiveServices"
 KEY_VAULT = "Microsoft.KeyVault"
@@ -97,5 +97,5 @@ def apply(account: CognitiveAccount, encryption: dict[str, Any]) -> None:
     try:
         data_at_rest.rewrap(account, current, target)
     except KeyVaultFailure as failure:
-        raise CmkRefused(failure.code, failure.message) from None
+        raise rules.refused_by(failure) from None
     account.encryption = encryption

@@ -162,6 +162,8 @@ def rewrap(account: CognitiveAccount, current: CustomerKey | None, target: Custo
     try:
         inner = microsoft_wrapped_dek(data, current)
     except KeyVaultFailure as failure:
+        if failure.transient:
+            raise  # Key Vault hiccuped: retryable, not a verdict on the current key
         raise KeyVaultFailure("CurrentKeyUnreachable", current_key_unreachable(data, failure)) from None
     if target is None:
         wrapped, kid = inner, ""
@@ -195,6 +197,8 @@ def check_current_key(account: CognitiveAccount, target_kid: str | None) -> None
     try:
         microsoft_wrapped_dek(data, current_customer_key(account))
     except KeyVaultFailure as failure:
+        if failure.transient:
+            raise  # Key Vault hiccuped: retryable, not a verdict on the current key
         raise KeyVaultFailure("CurrentKeyUnreachable", current_key_unreachable(data, failure)) from None
 
 
@@ -207,6 +211,8 @@ def read_records(account: CognitiveAccount, customer: CustomerKey | None) -> dic
     try:
         inner = microsoft_wrapped_dek(data, customer)
     except KeyVaultFailure as failure:
+        if failure.transient:
+            raise  # the probe answers 503: a Key Vault hiccup says nothing about readability
         raise DataUnreadable(failure.code, failure.message) from None
     try:
         dek = aes_key_unwrap(_platform_secret(data.platform_key), inner)

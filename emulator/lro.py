@@ -149,6 +149,8 @@ def finish(operation: ArmOperation) -> None:
             _FINISHERS[operation.action](account, operation)
         operation.status = ArmOperation.STATUS_SUCCEEDED
     except CmkRefused as refused:
+        if refused.status >= 500:
+            return  # Key Vault failed transiently: the operation stays in progress and the next poll retries
         operation.status = ArmOperation.STATUS_FAILED
         operation.error = {"code": refused.code, "message": refused.message}
         if account is not None:

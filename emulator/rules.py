@@ -35,6 +35,8 @@ ENCRYPTION_ROLE = "Key Vault Crypto Service Encryption User"
 class CmkRefused(Exception):
     code: str
     message: str
+    # 503 when Key Vault itself failed transiently: ARM answers it as retryable, never as a refusal.
+    status: int = 400
 
     def __str__(self) -> str:
         return f"({self.code}) {self.message}"
@@ -318,7 +320,7 @@ def current_key_reachable(req: CmkRequest) -> None:
     try:
         data_at_rest.check_current_key(req.account, target)
     except KeyVaultFailure as failure:
-        raise CmkRefused(failure.code, failure.message) from None
+        raise refused_by(failure) from None
 
 
 def _label(req: CmkRequest) -> str:
@@ -330,7 +332,17 @@ def _day(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def unavailable(failure: KeyVaultFailure) -> CmkRefused:
+    return CmkRefused("KeyVaultUnavailable", f"{failure.message} Try again.", 503)
+
+
+def refused_by(failure: KeyVaultFailure) -> CmkRefused:
+    return unavailable(failure) if failure.transient else CmkRefused(failure.code, failure.message)
+
+
 def _refusal_from(req: CmkRequest, failure: KeyVaultFailure) -> CmkRefused:
+    if failure.transient:
+        return unavailable(failure)
     if failure.code == "KeyVaultAccessDenied":
         return CmkRefused("KeyVaultAccessDenied", f"{failure.message} {_access_advice(req)}")
     return CmkRefused(failure.code, failure.message)
@@ -367,7 +379,7 @@ def check_disable(account: CognitiveAccount) -> None:
     try:
         data_at_rest.check_current_key(account, None)
     except KeyVaultFailure as failure:
-        raise CmkRefused(failure.code, failure.message) from None
+        raise refused_by(failure) from None
 
 
 def check_key_state(req: CmkRequest) -> None:

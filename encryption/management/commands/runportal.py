@@ -23,6 +23,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from encryption.demo import DEMO_USERS
 from encryption.roles import ROLE_LABELS
@@ -127,9 +128,12 @@ class Command(BaseCommand):
     # Output
 
     def _print_banner(self, port: int) -> None:
-        existing = set(
-            User.objects.filter(username__in=[name for name, _ in DEMO_USERS]).values_list("username", flat=True)
-        )
+        try:
+            existing = set(
+                User.objects.filter(username__in=[name for name, _ in DEMO_USERS]).values_list("username", flat=True)
+            )
+        except DatabaseError:
+            existing = set()  # not migrated yet (runportal without bootstrap): the pages will say so
         users = ", ".join(f"{name} ({ROLE_LABELS[role]})" for name, role in DEMO_USERS if name in existing)
         lines = [
             "",

@@ -407,6 +407,7 @@ def _write_key(runner: Runner, arm_id: str, target: Target, *, name: str = "set_
                 vault_uri=target.vault_uri,
                 key_name=target.key_name,
                 key_version=target.key_version,
+                etag=info.etag,  # optimistic concurrency: 412 if the account changed since the re-read
                 continuation_token=token,
                 on_continuation=runner.on_continuation(arm_id, resuming=bool(token)),
             )
@@ -676,7 +677,10 @@ def disable_cmk(runner: Runner) -> None:
             runner.count_patch()
         try:
             gw.set_microsoft_managed_key(
-                arm_id, continuation_token=token, on_continuation=runner.on_continuation(arm_id, resuming=bool(token))
+                arm_id,
+                etag=info.etag,
+                continuation_token=token,
+                on_continuation=runner.on_continuation(arm_id, resuming=bool(token)),
             )
         except gw.PermanentAzureError:
             runner.clear_lro_token()

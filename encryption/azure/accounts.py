@@ -134,10 +134,13 @@ def _update_account(
     body: cs_models.Account,
     *,
     what: str,
+    etag: str = "",
     continuation_token: str = "",
     on_continuation: Callable[[str], None] | None = None,
 ) -> AccountInfo:
-    """PATCH the account and follow the long-running operation; with a token, resume polling instead."""
+    """PATCH the account and follow the long-running operation; with a token, resume polling instead.
+
+    With `etag`, the PATCH carries If-Match: Azure answers 412 if the account changed since it was read."""
     arm = parse_arm_id(arm_id)
     client = cognitive_client(arm.subscription_id)
     interval = float(settings.AZURE_POLLING_INTERVAL)
@@ -162,7 +165,11 @@ def _update_account(
             log.info("LRO continuation token for %s is unreadable; sending the PATCH again", arm.name)
     with azure_call(what):
         poller = client.accounts.begin_update(
-            arm.resource_group, arm.name, body, polling=_InlineARMPolling(interval, on_continuation)
+            arm.resource_group,
+            arm.name,
+            body,
+            polling=_InlineARMPolling(interval, on_continuation),
+            headers={"If-Match": etag} if etag else None,
         )
         return _account_info(poller.result())
 
@@ -180,7 +187,10 @@ def enable_system_identity(arm_id: str) -> AccountInfo:
     else:
         identity = cs_models.Identity(type="SystemAssigned")
     return _update_account(
-        arm_id, cs_models.Account(identity=identity), what=f"turn on the managed identity of {account.name}"
+        arm_id,
+        cs_models.Account(identity=identity),
+        what=f"turn on the managed identity of {account.name}",
+        etag=account.etag,
     )
 
 
@@ -190,6 +200,7 @@ def set_customer_managed_key(
     vault_uri: str,
     key_name: str,
     key_version: str,
+    etag: str = "",
     continuation_token: str = "",
     on_continuation: Callable[[str], None] | None = None,
 ) -> AccountInfo:
@@ -207,13 +218,18 @@ def set_customer_managed_key(
         arm_id,
         body,
         what=f"set key {key_name} as the encryption key of {parse_arm_id(arm_id).name}",
+        etag=etag,
         continuation_token=continuation_token,
         on_continuation=on_continuation,
     )
 
 
 def set_microsoft_managed_key(
-    arm_id: str, *, continuation_token: str = "", on_continuation: Callable[[str], None] | None = None
+    arm_id: str,
+    *,
+    etag: str = "",
+    continuation_token: str = "",
+    on_continuation: Callable[[str], None] | None = None,
 ) -> AccountInfo:
     """Go back to Microsoft-managed keys; the identity stays on."""
     # keySource is explicit: the SDK's Encryption() defaults it to Microsoft.KeyVault.
@@ -223,6 +239,7 @@ def set_microsoft_managed_key(
         arm_id,
         body,
         what=f"switch {parse_arm_id(arm_id).name} to Microsoft-managed keys",
+        etag=etag,
         continuation_token=continuation_token,
         on_continuation=on_continuation,
     )

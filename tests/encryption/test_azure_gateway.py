@@ -170,6 +170,18 @@ class EncryptionUpdateTests(GatewayTestCase):
         assert info.has_system_identity
         assert gw.probe_data_access(info.arm_id).readable is True
 
+    def test_it_sends_the_etag_read_before_and_refuses_a_stale_one(self):
+        arm_id = account_id("face-cmk-eastus")
+        read = gw.get_account(arm_id)
+        gw.set_microsoft_managed_key(arm_id, etag=read.etag)  # the etag read just before: accepted
+        # The account changed since `read`: ARM's If-Match check answers 412 and nothing changes.
+        with self.assertRaises(gw.PermanentAzureError) as caught:
+            gw.set_customer_managed_key(
+                arm_id, vault_uri=KV_PROD, key_name=read.key_name, key_version=read.key_version, etag=read.etag
+            )
+        assert caught.exception.code == "PreconditionFailed" and caught.exception.status == 412
+        assert not gw.get_account(arm_id).uses_cmk
+
     def test_it_reports_a_refused_key_as_permanent_with_the_code(self):
         with self.assertRaises(gw.PermanentAzureError) as caught:
             gw.set_customer_managed_key(

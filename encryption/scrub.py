@@ -24,9 +24,10 @@ from typing import Any
 BLOB_MIN_CHARS = 80
 REDACTED = "[redacted]"
 
+# Key names of credentials; d, p, q, dp, dq, qi (RSA) and k (symmetric) are a JWK's private parts.
 _SENSITIVE_KEY = re.compile(
-    r"pass(word|wd|phrase)?$|secret|token|authorization|private[_-]?key|credential|^(d|p|q|dp|dq|qi|k)$|api[_-]?key|"
-    r"signature$|^sig$|cookie|sas",
+    r"^(pass|passwd)$|password|passphrase|secret|token|authorization|private[_-]?key|credential|api[_-]?key|"
+    r"signature$|^sig$|cookie|^(d|p|q|dp|dq|qi|k)$",
     re.IGNORECASE,
 )
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL)

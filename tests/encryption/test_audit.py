@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,6 +229,20 @@ class ScrubberTests(TestCase):
         assert event.message == message
         assert event.after == {"arm_id": long_rg, "kid": KEY_ID}
 
+    def test_it_keeps_ordinary_azure_properties(self) -> None:
+        state = {
+            "networkAcls": {"bypass": "AzureServices", "defaultAction": "Deny"},
+            "keySource": "Microsoft.KeyVault",
+            "keyVaultUri": "https://kv1.vault.azure.net/",
+            "identity": {"principalId": "11111111-2222-3333-4444-555555555555", "type": "SystemAssigned"},
+            "keyOps": ["wrapKey", "unwrapKey"],
+            "kty": "RSA-HSM",
+            "e": "AQAB",
+        }
+        event = record(after=state)[0]
+        event.refresh_from_db()
+        assert event.after == state
+
     def test_it_never_stores_the_actor_detail_token(self) -> None:
         actor = Actor(user=None, username="ops", role="", source="cli", detail=f"Bearer {JWT}")
         event = audit.record(actor=actor, action="operation.requested", outcome="requested")
@@ -434,7 +449,10 @@ class VerifyChainTests(TransactionTestCase):
     def test_it_detects_an_edited_event(self) -> None:
         record(10)
         privileged_execute("UPDATE encryption_auditevent SET message = %s WHERE seq = 4", ["nothing happened"])
+        threads = threading.active_count()
         report = audit.verify_chain(batch_size=3)
+        # Stopping early also stops the thread that reads the next batch ahead (PostgreSQL).
+        assert threading.active_count() == threads
         assert not report.ok
         assert report.first_bad_seq == 4
         assert "edited" in report.reason

@@ -5,7 +5,7 @@ import hashlib
 import io
 import json
 import tempfile
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -219,3 +219,24 @@ class VerifyExportCommandTests(ExportTestCase):
     def test_a_missing_file_is_reported(self):
         self.data_path.unlink()
         self.assert_refused("cannot be read")
+
+
+class CsvEncodingTests(TestCase):
+    def test_it_writes_exactly_what_the_standard_csv_writer_writes_with_every_field_quoted(self):
+        rows = [
+            (
+                1,
+                datetime(2026, 3, 1, 9, 0, 0, 123456, tzinfo=UTC),
+                'say "hi", twice',
+                None,
+                "line\r\nbreak",
+                "naïve ✓",
+                "",
+            ),
+            (2, datetime(2026, 3, 1, 9, 0, tzinfo=UTC), '{"a": [1, "x,y"]}', "=cmd()", "\n", '"', "tab\there"),
+        ]
+        expected = io.StringIO()
+        writer = csv.writer(expected, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+        writer.writerow(audit_export.COLUMNS)
+        writer.writerows(rows)
+        assert audit_export._encode_csv(rows, header=True) == expected.getvalue().encode("utf-8")

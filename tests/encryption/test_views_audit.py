@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import time_machine
 from django.db import connection
 from django.test import TestCase
 from django.urls import reverse
+from django.utils import timezone
 
 from encryption import audit, audit_query
 from encryption.models import AuditEvent, OperationStep
@@ -376,3 +377,10 @@ class AuditIndexTests(TestCase):
         qs = audit_query.filtered_events(audit_query.AuditFilters(account="/subscriptions/s/accounts/face-3"))
         plan = self.plan(qs.filter(seq__lt=10**9).order_by("-seq")[:51])
         assert "audit_target_seq_idx" in plan and "Sort" not in plan, plan
+
+    def test_a_time_range_walks_the_seq_range_newest_first_without_sorting(self):
+        require_postgresql()
+        now = timezone.now()
+        qs = audit_query.filtered_events(audit_query.AuditFilters(start=now - timedelta(hours=1), end=now))
+        plan = self.plan(qs.order_by("-seq")[:51])
+        assert "encryption_auditevent_seq_key" in plan and "Sort" not in plan, plan

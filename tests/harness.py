@@ -50,6 +50,12 @@ Services
     Sign-in in tests: use `self.client.force_login(user)`; `client.login()` fails because django-axes
     needs the request.
 
+Settings
+    pytest uses `tests.settings` (pyproject.toml): `portal.settings` with every run's databases, broker
+    folder, `KEYWARD_VAR_DIR` and queue in a temporary folder of its own (removed after a run that
+    passed), and a fast password hasher. Processes started by tests inherit those folders through the
+    environment. Do not set DJANGO_SETTINGS_MODULE when running pytest: it would take precedence.
+
 Helpers: `wait_until(fn, timeout=..., message=...)`, `free_port()`, `processes_in_session(sid)`,
 `database_url(alias)`, `worker_environment(...)`. Pytest fixtures wrapping them are in tests/plugins.py.
 """

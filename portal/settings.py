@@ -100,6 +100,9 @@ def envbroker(name: str, default: str) -> str:
 
 DEBUG = envbool("DEBUG", True)
 VAR_DIR = Path(envstr("KEYWARD_VAR_DIR", str(BASE_DIR / "var")))
+# The embedded defaults keep their SQLite files, broker queue and signing key here; make sure it exists
+# so the first `migrate` on a fresh checkout (or with a new KEYWARD_VAR_DIR) can open its database.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 _DEV_SECRET_KEY = "dev-only-insecure-key-change-me-with-SECRET_KEY-in-production-0123456789"
 SECRET_KEY = envsecret("SECRET_KEY", _DEV_SECRET_KEY if DEBUG else "")
@@ -144,6 +147,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # After the CSP and security headers (its 400 carries them), before any view reads input.
+    "encryption.input_guard.RefuseNulMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks, so it sees the outcome of authentication.
     "axes.middleware.AxesMiddleware",

@@ -3,9 +3,11 @@ the broker, and running an operation to its end the way the task's retry policy 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 from django.contrib.auth.models import Group, User
 from django.test import TestCase
@@ -101,7 +103,10 @@ def broker(url: str) -> Iterator[None]:
     _reset_pools()
     app.conf.broker_url = url
     try:
-        yield
+        # Celery reads CELERY_BROKER_URL from the environment before its own setting (bin/test sets it
+        # under CI=true), so the stand-in broker goes there too.
+        with mock.patch.dict(os.environ, {"CELERY_BROKER_URL": url}):
+            yield
     finally:
         _reset_pools()
         app.conf.broker_url = saved

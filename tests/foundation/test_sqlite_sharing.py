@@ -47,6 +47,9 @@ class SQLiteSharingTestCase(SimpleTestCase):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "shared.sqlite3"
             with sqlite3.connect(path) as db:
+                # As `migrate` leaves it before any worker starts: WAL is a property of the file. Two first
+                # connections racing to switch a fresh file's journal mode is not what this test is about.
+                db.execute("PRAGMA journal_mode=WAL")
                 db.execute("CREATE TABLE rows (writer TEXT, n INTEGER, UNIQUE (writer, n))")
             env = {
                 **os.environ,

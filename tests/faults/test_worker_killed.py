@@ -1,0 +1,32 @@
+"""A worker killed with SIGKILL (its pool process, or the whole worker) before the PATCH, during the LRO
+and after it: every operation still ends once a worker is back and the sweeper has run, Azure applied no
+more PATCHes than recorded, and the audit chain verifies."""
+
+from __future__ import annotations
+
+import pytest
+
+from encryption.models import OperationStep
+from tests.faults.common import DrillTestCase
+from tests.faults.drills import drill_worker_killed
+
+pytestmark = [pytest.mark.worker, pytest.mark.faults]
+
+
+class WorkerKilledTests(DrillTestCase):
+    accounts = 4
+
+    def test_a_killed_pool_process_at_each_step_leaves_every_operation_finished(self):
+        result = drill_worker_killed(self.lab, modes=("child",))
+        for op in self.assert_nothing_lost(result):
+            # Delivered again after the kill, and the interrupted step said so.
+            assert op.deliveries >= 2, (op.pk, op.deliveries)
+            assert op.steps.filter(status=OperationStep.Status.FAILED, detail__startswith="Interrupted").count() == 1
+
+    def test_a_killed_worker_at_each_step_leaves_every_operation_finished(self):
+        result = drill_worker_killed(self.lab, modes=("worker",))
+        ops = self.assert_nothing_lost(result)
+        assert len(ops) == 3
+        during = ops[1]
+        # Killed while Azure was applying the PATCH: the next worker resumed the LRO from its token.
+        assert during.patch_attempts == 1

@@ -70,7 +70,7 @@ def run_drills(scale: int) -> list[Any]:
     lab = drills.prepare_lab(drills.accounts_needed(scale))
     plan = [
         (drills.drill_worker_killed, {"runs": scale}),
-        *([(drills.drill_broker_down, {"runs": scale})] if redis else []),
+        (drills.drill_broker_down if redis else drills.drill_broker_unreachable, {"runs": scale}),
         *([(drills.drill_database_restart, {"runs": scale})] if postgresql else []),
         (drills.drill_throttling_storm, {"operations_count": 3 * scale}),
         (drills.drill_error_bursts, {"operations_count": 3 * scale}),
@@ -97,7 +97,9 @@ def run_drills(scale: int) -> list[Any]:
         lab.close()
     skipped = []
     if not redis:
-        skipped.append("broker down (redis-server is not installed)")
+        skipped.append(
+            "Redis shut down and restarted (redis-server is not installed: the broker drill used a dead address)"
+        )
     if not postgresql:
         skipped.append("database restarted (needs PostgreSQL: set DATABASE_URL)")
     return [results, skipped]
@@ -174,9 +176,15 @@ def report(results: list[Any], skipped: list[str], seconds: float, scale: int) -
     lines += ["", f"Totals: {last}", ""]
     if skipped:
         lines += ["Not run here:", "", *(f"- {s}" for s in skipped), ""]
-    notes = [(r.name, n) for r in results for n in r.notes]
-    if notes:
-        lines += ["What the drills noted:", "", *(f"- {name}: {note}" for name, note in notes), ""]
+    problems = [(r.name, n) for r in results for n in r.problems]
+    lines += ["## Problems found", ""]
+    lines += [f"- {name}: {note}" for name, note in problems] if problems else ["- none"]
+    lines += ["", "## What each drill does", ""]
+    lines += [f"- **{r.name}**: {' '.join(r.description.split())}" for r in results if r.description]
+    facts = [(r.name, n) for r in results for n in r.facts]
+    if facts:
+        lines += ["", "## What the drills observed", "", *(f"- {name}: {fact}" for name, fact in facts)]
+    lines.append("")
     lines += [
         "## The settings that make this hold",
         "",
@@ -209,13 +217,14 @@ def main() -> int:
             f"{row['lost']:>4} {row['duplicated']:>4} {row['chain']}"
         )
     for r in results:
-        for note in r.notes:
-            print(f"  note: {r.name}: {note}")
+        for problem in r.problems:
+            print(f"  PROBLEM: {r.name}: {problem}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(f"figures written to {args.output}")
     print(last)
-    return 0 if " lost=0 duplicated=0 chain=intact" in last else 1
+    clean = " lost=0 duplicated=0 chain=intact" in last and not any(r.problems for r in results)
+    return 0 if clean else 1
 
 
 if __name__ == "__main__":

@@ -20,17 +20,18 @@ class DrillTestCase(CrossProcessTestCase):
         """Every operation ended (succeeded, or failed with a reason), Azure applied no PATCH the
         operations did not record, the audit chain verifies, and the drill noted nothing wrong."""
         assert result.operations > 0, result
-        assert result.lost == 0, result.notes
-        assert result.completed == result.operations, result.notes
-        assert result.duplicated == 0, result.notes
-        assert result.chain_intact, result.notes
+        assert result.problems == [], result.problems
+        assert result.lost == 0, result.problems
+        assert result.completed == result.operations, result.problems
+        assert result.duplicated == 0, result.problems
+        assert result.chain_intact, result.problems
         ops = list(Operation.objects.filter(pk__in=result.operation_ids).select_related("account"))
         for op in ops:
             if succeeded:
-                assert op.status == Operation.Status.SUCCEEDED, (op.pk, op.reason, result.notes)
+                assert op.status == Operation.Status.SUCCEEDED, (op.pk, op.reason, result.problems)
             if op.account is not None and op.kind == "enable_cmk":
                 # Azure saw no more PATCHes than the operation recorded attempts.
-                assert applied_patches(op.account.name) <= op.patch_attempts, (op.pk, result.notes)
+                assert applied_patches(op.account.name) <= op.patch_attempts, (op.pk, result.problems)
             # Exactly one outcome event per operation: nothing finished twice.
             assert op.events.filter(action__in=("operation.succeeded", "operation.failed")).count() == 1
         return ops

@@ -65,7 +65,9 @@ class DrillResult:
     duplicated: int = 0
     chain_intact: bool = True
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    description: str = ""  # what the drill breaks (its docstring)
+    problems: list[str] = field(default_factory=list)  # what went wrong; empty when the drill held
+    facts: list[str] = field(default_factory=list)  # what happened, for the record
 
     @property
     def operations(self) -> int:
@@ -92,7 +94,7 @@ def tally(result: DrillResult, started: float) -> DrillResult:
             result.completed += 1
         else:
             result.lost += 1
-            result.notes.append(
+            result.problems.append(
                 f"#{op.pk} {op.kind} ended {op.status} without a reason"
                 if op.is_finished
                 else f"#{op.pk} {op.kind} still {op.status}"
@@ -102,11 +104,11 @@ def tally(result: DrillResult, started: float) -> DrillResult:
         extra = applied_patches(name) - recorded
         if extra > 0:
             result.duplicated += extra
-            result.notes.append(f"{name}: Azure applied {extra} PATCH(es) more than the operations recorded")
+            result.problems.append(f"{name}: Azure applied {extra} PATCH(es) more than the operations recorded")
     report = audit.verify_chain()
     result.chain_intact = report.ok
     if not report.ok:
-        result.notes.append(f"audit chain broken at #{report.first_bad_seq}: {report.reason}")
+        result.problems.append(f"audit chain broken at #{report.first_bad_seq}: {report.reason}")
     result.seconds = time.monotonic() - started
     return result
 
@@ -118,13 +120,17 @@ def drill(name: str) -> Callable[[Callable[..., None]], Callable[..., DrillResul
     def wrap(fn: Callable[..., None]) -> Callable[..., DrillResult]:
         @functools.wraps(fn)
         def run(lab: Lab, **options: Any) -> DrillResult:
-            started, result = time.monotonic(), DrillResult(name)
+            started, result = time.monotonic(), DrillResult(name, description=fn.__doc__ or "")
             try:
                 fn(lab, result, **options)
             except BaseException as exc:
+                if lab.worker is not None:
+                    exc.add_note(f"--- worker log ({lab.worker.log_path}) ---\n{lab.worker.log()[-6000:]}")
+                elif lab.last_worker_log:
+                    exc.add_note(lab.last_worker_log)
                 with contextlib.suppress(Exception):
                     clear_faults()
-                    result.notes.append(f"broke off: {type(exc).__name__}: {str(exc)[:300]}")
+                    result.problems.append(f"broke off: {type(exc).__name__}: {str(exc)[:300]}")
                     exc.drill_result = tally(result, started)  # type: ignore[attr-defined]
                 raise
             return tally(result, started)
@@ -153,6 +159,7 @@ class Lab:
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     worker_env: dict[str, str] = field(default_factory=dict)
     broker_url: str = ""
+    last_worker_log: str = ""  # the tail of the last worker's log, kept when it is stopped
 
     def take_account(self) -> Account:
         """A Microsoft-managed account, identity on, that no drill has used yet."""
@@ -168,6 +175,8 @@ class Lab:
         return self.worker
 
     def close(self) -> None:
+        if self.worker is not None:
+            self.last_worker_log = f"--- worker log ({self.worker.log_path}) ---\n{self.worker.log()[-6000:]}"
         self.stack.close()
         self.worker = None
 
@@ -289,6 +298,8 @@ SLOW_LRO = {"EMULATOR_LRO_POLLS": "4"}
 def drill_worker_killed(
     lab: Lab, result: DrillResult, *, runs: int = 1, modes: tuple[str, ...] = ("child", "worker")
 ) -> None:
+    """Enable CMK on a real worker and SIGKILL it (its pool process, or the whole worker) before the PATCH,
+    while Azure applies it, and after it; then a worker is (re)started and the sweeper run."""
     lab.worker_env.update(SLOW_LRO)
     for _ in range(runs):
         for mode in modes:
@@ -310,7 +321,11 @@ def drill_worker_killed(
                 lab.ensure_worker()  # a new worker (after a whole-worker kill), as an operator would start
                 expire_leases_and_sweep([op.pk])
                 wait_finished([op.pk])
-                result.notes.append(f"{mode} killed {point}: #{op.pk} {Operation.objects.get(pk=op.pk).status}")
+                op.refresh_from_db()
+                result.facts.append(
+                    f"{mode} killed {point}: #{op.pk} {op.status} after {op.deliveries} deliveries, "
+                    f"{op.patch_attempts} PATCH recorded, {applied_patches(account.name)} applied by Azure"
+                )
         result.runs += 1
 
 
@@ -363,7 +378,9 @@ def publishing_to(url: str) -> Iterator[None]:
     forget()
     app.conf.update(broker_url=url, broker_transport_options={"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT})
     try:
-        yield
+        # Celery reads CELERY_BROKER_URL from the environment before its own configuration (CI sets it).
+        with harness.environ(CELERY_BROKER_URL=url):
+            yield
     finally:
         forget()
         app.conf.update(saved)
@@ -400,8 +417,8 @@ def save(client: Client, account: Account, checks: Operation) -> tuple[Operation
 
 @drill("broker down (Redis shut down, then started) while admins save")
 def drill_broker_down(lab: Lab, result: DrillResult, *, saves_while_down: int = 3, runs: int = 1) -> None:
-    client = Client()
-    client.force_login(lab.admin)
+    """Admins Save on the Encryption page while Redis is shut down (`redis-cli shutdown nosave`), then Redis
+    is started again and the sweeper runs."""
     redis = RedisServer()
     redis.start()
     lab.close()  # the drill's worker consumes from the drill's Redis
@@ -409,37 +426,67 @@ def drill_broker_down(lab: Lab, result: DrillResult, *, saves_while_down: int = 
     try:
         with publishing_to(redis.url):
             for _ in range(runs):
-                lab.ensure_worker()
-                account = lab.take_account()
-                before, _page = save(client, account, checks_passed(lab.admin, account))  # the broker is up
-                assert before is not None, _page
-                result.operation_ids.append(before.pk)
-                wait_finished([before.pk])
-                redis.stop()
-                queued = []
-                for _ in range(saves_while_down):
-                    account = lab.take_account()
-                    op, page = save(client, account, checks_passed(lab.admin, account))
-                    if op is None:
-                        result.notes.append(f"{account.name}: Save with the broker down recorded nothing")
-                        continue
-                    result.operation_ids.append(op.pk)
-                    queued.append(op.pk)
-                    if "Queued" not in page or services.is_published(op):
-                        result.notes.append(f"#{op.pk}: the page did not say queued, or the row claims it was sent")
-                if Operation.objects.filter(pk__in=queued, status=Operation.Status.QUEUED).count() != len(queued):
-                    result.notes.append("a request saved while the broker was down did not stay queued")
-                redis.start()
-                # The worker reconnects on its own; the sweeper (beat runs it every SWEEP_INTERVAL_SECONDS)
-                # sends what the broker never took.
-                expire_leases_and_sweep(queued)
-                wait_finished(queued)
-                result.runs += 1
+                _saves_through_an_outage(lab, result, saves_while_down, down=redis.stop, up=redis.start)
     finally:
         lab.close()
         lab.broker_url = ""
         with contextlib.suppress(Exception):
             redis.stop()
+
+
+@drill("broker unreachable (the web side pointed at a dead address) while admins save")
+def drill_broker_unreachable(lab: Lab, result: DrillResult, *, saves_while_down: int = 2, runs: int = 1) -> None:
+    """Where no Redis can be stopped (the filesystem broker), the web side publishes to a closed port:
+    for the web process the broker is down, while the worker keeps consuming the real one."""
+    dead = f"redis://127.0.0.1:{harness.free_port()}/0"  # nothing listens there
+    outage = contextlib.ExitStack()
+    for _ in range(runs):
+        _saves_through_an_outage(
+            lab,
+            result,
+            saves_while_down,
+            down=lambda: outage.enter_context(publishing_to(dead)),
+            up=outage.close,
+        )
+
+
+def _saves_through_an_outage(
+    lab: Lab, result: DrillResult, saves_while_down: int, *, down: Callable[[], object], up: Callable[[], object]
+) -> None:
+    """One Save with the broker up, `saves_while_down` more while it is down (each page must say the change
+    is queued, and each row stay queued), then the broker back and the sweeper run: everything ends."""
+    client = Client()
+    client.force_login(lab.admin)
+    lab.ensure_worker()
+    account = lab.take_account()
+    before, page = save(client, account, checks_passed(lab.admin, account))
+    if before is None:
+        raise AssertionError(f"Save with the broker up recorded nothing: {page[:300]}")
+    result.operation_ids.append(before.pk)
+    wait_finished([before.pk])
+    down()
+    queued = []
+    for _ in range(saves_while_down):
+        account = lab.take_account()
+        op, page = save(client, account, checks_passed(lab.admin, account))
+        if op is None:
+            result.problems.append(f"{account.name}: Save with the broker down recorded nothing")
+            continue
+        result.operation_ids.append(op.pk)
+        queued.append(op.pk)
+        if "Queued" not in page or services.is_published(op):
+            result.problems.append(f"#{op.pk}: the page did not say queued, or the row claims it was sent")
+    if Operation.objects.filter(pk__in=queued, status=Operation.Status.QUEUED).count() != len(queued):
+        result.problems.append("a request saved while the broker was down did not stay queued")
+    up()
+    # The worker reconnects on its own; the sweeper (beat runs it every SWEEP_INTERVAL_SECONDS) sends what
+    # the broker never took.
+    report = expire_leases_and_sweep(queued)
+    if sorted(report.resent) != sorted(queued):
+        result.problems.append(f"the sweeper re-sent {report.resent}, not {queued}")
+    wait_finished(queued)
+    result.facts.append(f"{len(queued)} saves while the broker was down stayed queued, then ran")
+    result.runs += 1
 
 
 # Drill: the database restarts mid-operation (PostgreSQL)
@@ -464,6 +511,7 @@ def terminate_database_backends() -> int:
 
 @drill("database restarted mid-operation (backends terminated)")
 def drill_database_restart(lab: Lab, result: DrillResult, *, runs: int = 1) -> None:
+    """Every PostgreSQL backend of Keyward's database is terminated while a worker follows an LRO."""
     lab.worker_env.update(SLOW_LRO)
     for _ in range(runs):
         lab.ensure_worker()
@@ -471,7 +519,7 @@ def drill_database_restart(lab: Lab, result: DrillResult, *, runs: int = 1) -> N
         result.operation_ids.append(op.pk)
         harness.wait_until(lambda op=op: Operation.objects.get(pk=op.pk).lro_token, timeout=WAIT, message="the LRO")  # type: ignore[misc]
         killed = terminate_database_backends()
-        result.notes.append(f"#{op.pk}: {killed} database connections terminated during the LRO")
+        result.facts.append(f"#{op.pk}: {killed} database connections terminated during the LRO")
         # The worker's next write fails and its task ends with the error; the operation stays running until
         # its lease runs out, then the sweeper sends it again and a worker resumes it.
         worker = lab.ensure_worker()
@@ -500,6 +548,8 @@ def _wait_quietly(predicate: Callable[[], bool], timeout: float = 60) -> bool:
 
 @drill("ARM throttling storm (429 with Retry-After)")
 def drill_throttling_storm(lab: Lab, result: DrillResult, *, operations_count: int = 3) -> None:
+    """ARM's token buckets shrunk to 2 writes and 6 reads (refilled at 1 and 4 a second): most requests
+    meet a 429 with Retry-After."""
     lab.close()  # run by the task in this process: no worker may take the operations meanwhile
     # Buckets this small make most writes wait for a token: the SDK honours Retry-After within its budget.
     set_throttle_limit("writes", capacity=2, refill_per_second=1)
@@ -512,14 +562,15 @@ def drill_throttling_storm(lab: Lab, result: DrillResult, *, operations_count: i
     finally:
         clear_faults()
     throttled = request_count(status=429) - throttled_before
-    result.notes.append(f"Azure answered 429 {throttled} times")
+    result.facts.append(f"Azure answered 429 {throttled} times")
     if not throttled:
-        result.notes.append("no request was throttled: the storm did not happen")
+        result.problems.append("no request was throttled: the storm did not happen")
     result.runs = 1
 
 
 @drill("500/503 bursts (20% of requests, and on every first PATCH)")
 def drill_error_bursts(lab: Lab, result: DrillResult, *, operations_count: int = 3) -> None:
+    """A fifth of all requests answered 503, and each account's first PATCH answered 500."""
     lab.close()  # run by the task in this process: no worker may take the operations meanwhile
     inject_faults(503, probability=0.2, retry_after=0)
     try:
@@ -549,11 +600,11 @@ def drill_past_the_limits(lab: Lab, result: DrillResult) -> None:
 
     in_azure = azure_gateway.get_account(account.arm_id)
     if op.status != Operation.Status.FAILED or "Azure" not in op.reason:
-        result.notes.append(f"#{op.pk} ended {op.status}: {op.reason!r}")
+        result.problems.append(f"#{op.pk} ended {op.status}: {op.reason!r}")
     if in_azure.key_source != account.key_source:
-        result.notes.append("Azure's account changed although the operation failed")
+        result.problems.append("Azure's account changed although the operation failed")
     if not AuditEvent.objects.filter(operation=op, action="operation.failed").exists():
-        result.notes.append("the failure is not in the audit trail")
+        result.problems.append("the failure is not in the audit trail")
     result.runs = 1
 
 
@@ -561,14 +612,14 @@ def drill_past_the_limits(lab: Lab, result: DrillResult) -> None:
 def drill_slow_responses(lab: Lab, result: DrillResult, *, operations_count: int = 2) -> None:
     """Slow reads, and an LRO longer than the worker waits: the task lets go and resumes from the token."""
     lab.close()  # run by the task in this process: no worker may take the operations meanwhile
-    inject_faults(0, latency_ms=700, method="GET", host="management")
+    inject_faults(0, latency_ms=300, method="GET", host="management")
     try:
         with override_settings(EMULATOR_LRO_POLLS=3, AZURE_LRO_WAIT_SECONDS=1):
             for _ in range(operations_count):
                 op = run_in_process(ask(lab, lab.take_account()))
                 result.operation_ids.append(op.pk)
                 if op.status == Operation.Status.SUCCEEDED and op.patch_attempts != 1:
-                    result.notes.append(f"#{op.pk} sent {op.patch_attempts} PATCHes instead of resuming")
+                    result.problems.append(f"#{op.pk} sent {op.patch_attempts} PATCHes instead of resuming")
     finally:
         clear_faults()
     result.runs = 1
@@ -609,9 +660,9 @@ def drill_lro_fails(lab: Lab, result: DrillResult) -> None:
     result.operation_ids.append(op.pk)
     account.refresh_from_db()
     if op.status != Operation.Status.FAILED or not op.reason:
-        result.notes.append(f"#{op.pk} ended {op.status}: {op.reason!r}")
+        result.problems.append(f"#{op.pk} ended {op.status}: {op.reason!r}")
     if account.uses_cmk:
-        result.notes.append("the account shows a customer-managed key although the update failed")
+        result.problems.append("the account shows a customer-managed key although the update failed")
     result.runs = 1
 
 
@@ -632,7 +683,7 @@ def drill_concurrent_changes(lab: Lab, result: DrillResult, *, rounds: int = 1) 
             ops = list(Operation.objects.filter(account=account, kind__in=Operation.CHANGE_KINDS))
             refusals = [o for o in outcomes if o != "recorded"]
             if len(ops) != 1 or len(refusals) != 1 or "already has a change in progress" not in refusals[0]:
-                result.notes.append(f"{race.__name__} on {account.name}: {len(ops)} operations, outcomes {outcomes}")
+                result.problems.append(f"{race.__name__} on {account.name}: {len(ops)} operations, outcomes {outcomes}")
             result.operation_ids += [op.pk for op in ops]
         result.runs += 1
     wait_finished(result.operation_ids)
@@ -733,15 +784,15 @@ def drill_audit_store_down(lab: Lab, result: DrillResult, *, requests: int = 2) 
         with failing_audit_inserts():
             try:
                 ask(lab, account)
-                result.notes.append(f"{account.name}: a change was recorded although its audit event failed")
+                result.problems.append(f"{account.name}: a change was recorded although its audit event failed")
             except Exception:  # the database's refusal, whatever its driver calls it
                 pass
         if Operation.objects.count() != rows_before or request_count() != azure_before:
-            result.notes.append(f"{account.name}: something changed although the audit store was down")
+            result.problems.append(f"{account.name}: something changed although the audit store was down")
         op = run_in_process(ask(lab, account))
         result.operation_ids.append(op.pk)
         if not AuditEvent.objects.filter(operation=op, action="operation.requested").exists():
-            result.notes.append(f"#{op.pk}: no operation.requested event")
+            result.problems.append(f"#{op.pk}: no operation.requested event")
     result.runs = requests
 
 
@@ -749,13 +800,14 @@ def drill_audit_store_down(lab: Lab, result: DrillResult, *, requests: int = 2) 
 
 
 def accounts_needed(scale: int) -> int:
-    return 6 * scale + (1 + 3) * scale + scale + 3 * scale + 3 * scale + 1 + 2 * scale + 1 + 6 * scale + 2 * scale + 10
+    """Fresh accounts for all_drills at `scale`: 6 killed, 4 broker, 1 database, 3 throttled, 3 bursts, 2 slow,
+    3 races, 2 audit per unit of scale; 1 past the limits and 1 failed LRO; and a few spare."""
+    return 24 * scale + 2 + 4
 
 
 def all_drills(lab: Lab, *, scale: int = 1, postgresql: bool, redis: bool) -> list[DrillResult]:
     results = [drill_worker_killed(lab, runs=scale)]
-    if redis:
-        results.append(drill_broker_down(lab, runs=scale))
+    results.append(drill_broker_down(lab, runs=scale) if redis else drill_broker_unreachable(lab, runs=scale))
     if postgresql:
         results.append(drill_database_restart(lab, runs=scale))
     results += [

@@ -112,7 +112,7 @@ class AuditStoreDownTests(DrillTestCase):
 
     def test_a_change_whose_audit_event_cannot_be_written_is_not_made(self):
         result = drill_audit_store_down(self.lab, requests=2)
-        assert result.notes == [], result.notes
+        assert result.problems == [], result.problems
         self.assert_nothing_lost(result)
 
 

@@ -17,5 +17,5 @@ class ConcurrentChangeTests(DrillTestCase):
     def test_exactly_one_of_two_racing_changes_is_recorded(self):
         result = drill_concurrent_changes(self.lab)
         # Notes name any race where both or neither got through, or the loser was not told why.
-        assert result.notes == [], result.notes
+        assert result.problems == [], result.problems
         assert len(self.assert_nothing_lost(result)) == 3

@@ -234,12 +234,13 @@ def expire_leases_and_sweep(op_ids: list[int]) -> services.SweepReport:
     return services.sweep_operations()
 
 
-def run_in_process(op: Operation) -> Operation:
-    """Run the real task, with its real retry policy, in this process (retries run at once, not later).
+def run_in_process(op: Operation, *, retries_spent: int = 0) -> Operation:
+    """Run the real task, with its real retry policy, in this process (retries run at once, not later);
+    `retries_spent` starts it as a delivery that has already been retried that many times.
 
     The request also went to the broker on commit; with no worker running (the in-process drills stop it)
     that message finds the operation finished whenever a worker later takes it, and does nothing."""
-    run_operation.apply(args=(op.pk,))
+    run_operation.apply(args=(op.pk,), retries=retries_spent)
     wait_finished([op.pk])
     op.refresh_from_db()
     return op
@@ -317,14 +318,16 @@ def drill_worker_killed(
                     message=f"operation #{op.pk} to reach '{point}'",
                 )
                 kill(lab, mode)
+                killed_at = time.monotonic()
                 clear_faults()
                 lab.ensure_worker()  # a new worker (after a whole-worker kill), as an operator would start
                 expire_leases_and_sweep([op.pk])
                 wait_finished([op.pk])
                 op.refresh_from_db()
                 result.facts.append(
-                    f"{mode} killed {point}: #{op.pk} {op.status} after {op.deliveries} deliveries, "
-                    f"{op.patch_attempts} PATCH recorded, {applied_patches(account.name)} applied by Azure"
+                    f"{mode} killed {point}: #{op.pk} {op.status} {time.monotonic() - killed_at:.1f} s after the "
+                    f"kill, {op.deliveries} deliveries, {op.patch_attempts} PATCH recorded, "
+                    f"{applied_patches(account.name)} applied by Azure"
                 )
         result.runs += 1
 
@@ -585,17 +588,18 @@ def drill_error_bursts(lab: Lab, result: DrillResult, *, operations_count: int =
 
 
 @drill("Azure failing past the retry limits (every PATCH 503)")
-def drill_past_the_limits(lab: Lab, result: DrillResult) -> None:
+def drill_past_the_limits(lab: Lab, result: DrillResult, *, retries_spent: int = 0) -> None:
     """Azure refuses every PATCH: the operation fails with a clear reason once its retries are spent, and
     Azure's account is exactly as it was (nothing half-applied without a record)."""
     lab.close()  # run by the task in this process: no worker may take the operations meanwhile
     account = lab.take_account()
     inject_faults(503, method="PATCH", path_contains=f"/accounts/{account.name}", retry_after=0)
     try:
-        op = run_in_process(ask(lab, account))
+        op = run_in_process(ask(lab, account), retries_spent=retries_spent)
     finally:
         clear_faults()
     result.operation_ids.append(op.pk)
+    result.facts.append(f"Azure refused {request_count('PATCH', f'/accounts/{account.name}')} PATCHes")
     from encryption import azure_gateway
 
     in_azure = azure_gateway.get_account(account.arm_id)

@@ -206,28 +206,6 @@ def generate(count: int, estate: Estate) -> Iterator[list[dict[str, Any]]]:
         yield chunk
 
 
-COLUMNS = [
-    "seq",
-    "created_at",
-    "actor",
-    "actor_role",
-    "source",
-    "source_ip",
-    "source_detail",
-    "action",
-    "target",
-    "key_id",
-    "operation_id",
-    "outcome",
-    "before",
-    "after",
-    "request_ids",
-    "message",
-    "prev_hash",
-    "hash",
-]
-
-
 def _secondary_indexes(cursor: Any) -> list[tuple[str, str]]:
     cursor.execute(
         "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'encryption_auditevent' "
@@ -254,10 +232,11 @@ def load(count: int, seed: int) -> float:
             for name, _ in indexes:
                 cursor.execute(f'DROP INDEX "{name}"')
         raw = connection.connection
+        columns = [*audit.HASHED_FIELDS, "hash"]  # the chain's own field list: one place names them
         for chunk in generate(count, estate):
-            with raw.cursor() as cur, cur.copy(f"COPY encryption_auditevent ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            with raw.cursor() as cur, cur.copy(f"COPY encryption_auditevent ({', '.join(columns)}) FROM STDIN") as copy:
                 for e in chunk:
-                    copy.write_row([_pg_value(c, e[c]) for c in COLUMNS])
+                    copy.write_row([_pg_value(c, e[c]) for c in columns])
             raw.commit()
             checkpoints += [(e["seq"], e["hash"]) for e in chunk if e["seq"] % every == 0]
             print(f"  loaded {chunk[-1]['seq']:>9} events", file=sys.stderr, flush=True)

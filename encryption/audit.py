@@ -34,12 +34,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import router, transaction
+from django.db import connections, router, transaction
+from django.db.models import Max, Min
 from django.http import HttpRequest
 from django.utils import timezone
 
 from encryption.actors import Actor
-from encryption.audit_chain import GENESIS_HASH, HASHED_FIELDS, checkpoint_payload, event_hash, hashed_rows
+from encryption.audit_chain import GENESIS_HASH, HASHED_FIELDS, checkpoint_payload, event_hash, hashed_batches
+from encryption.audit_walk import ChainBroken, ChainWalk, seq_ranges, walk_ranges
 from encryption.models import AuditChainHead, AuditCheckpoint, AuditEvent, Operation
 from encryption.scrub import scrub, scrub_text
 from encryption.signing import public_key_fingerprint, public_key_pem, sign, verify_signature
@@ -220,17 +222,11 @@ class ChainReport:
     head_hash: str = GENESIS_HASH
     seconds: float = 0.0
     checked_at: datetime | None = None
+    processes: int = 1  # how many processes walked the trail (several on a long PostgreSQL trail)
 
     @property
     def events_per_second(self) -> float:
         return self.count / self.seconds if self.seconds > 0 else 0.0
-
-
-class _Broken(Exception):
-    def __init__(self, seq: int, reason: str) -> None:
-        super().__init__(reason)
-        self.seq = seq
-        self.reason = reason
 
 
 def verify_chain(*, batch_size: int = 10_000) -> ChainReport:
@@ -238,70 +234,76 @@ def verify_chain(*, batch_size: int = 10_000) -> ChainReport:
     started = time.perf_counter()
     checked_at = timezone.now()
     using = router.db_for_read(AuditEvent)
-    checkpoints = dict(AuditCheckpoint.objects.using(using).values_list("seq", "event_hash"))
+    walk = ChainWalk(dict(AuditCheckpoint.objects.using(using).values_list("seq", "event_hash")))
     latest = AuditCheckpoint.objects.using(using).order_by("-seq").first()
-    count, head_seq, head_hash = 0, 0, GENESIS_HASH
+    processes = 1
     try:
-        for seq, computed, prev, stored in hashed_rows(using, batch_size):
-            # The common case in as few operations as possible; anything else is diagnosed below.
-            if seq != head_seq + 1 or computed != stored or prev != head_hash or seq in checkpoints:
-                _check_event(seq, computed, prev, stored, head_seq, head_hash, checkpoints)
-            count, head_seq, head_hash = count + 1, seq, stored
+        processes = _walk_side_by_side(using, walk, batch_size)
+        # The rest in this process: all of it, or what the processes did not vouch for, or appended since.
+        for rows, computed in hashed_batches(using, batch_size, after=walk.head_seq if walk.count else None):
+            walk.take(rows, computed)
         if latest is not None:
-            _check_latest_checkpoint(latest, head_seq)
-    except _Broken as broken:
+            _check_latest_checkpoint(latest, walk.head_seq)
+    except ChainBroken as broken:
         return ChainReport(
             ok=False,
-            count=count,
+            count=walk.count,
             first_bad_seq=broken.seq,
             reason=broken.reason,
             checkpoint_seq=latest.seq if latest else None,
-            head_seq=head_seq,
-            head_hash=head_hash,
+            head_seq=walk.head_seq,
+            head_hash=walk.head_hash,
             seconds=time.perf_counter() - started,
             checked_at=checked_at,
+            processes=processes,
         )
     return ChainReport(
         ok=True,
-        count=count,
+        count=walk.count,
         checkpoint_seq=latest.seq if latest else None,
-        head_seq=head_seq,
-        head_hash=head_hash,
+        head_seq=walk.head_seq,
+        head_hash=walk.head_hash,
         seconds=time.perf_counter() - started,
         checked_at=checked_at,
+        processes=processes,
     )
 
 
-def _check_event(
-    seq: int, computed: str, prev: str, stored: str, prev_seq: int, prev_hash: str, checkpoints: dict[int, str]
-) -> None:
-    expected = prev_seq + 1
-    if seq > expected:
-        missing = f"#{expected}" if seq == expected + 1 else f"#{expected} to #{seq - 1}"
-        raise _Broken(expected, f"event {missing} is missing (deleted): the chain jumps from #{prev_seq} to #{seq}")
-    if seq < expected:
-        raise _Broken(seq, f"event #{seq} is out of order: it comes after #{prev_seq}")
-    if computed != stored:
-        raise _Broken(seq, f"event #{seq} was edited: its content no longer matches its hash")
-    if prev != prev_hash:
-        raise _Broken(
-            seq,
-            f"event #{seq} does not chain to event #{prev_seq} (prev_hash differs): "
-            f"#{seq} was inserted out of order, or #{prev_seq} was rewritten",
-        )
-    signed = checkpoints.get(seq)
-    if signed is not None and signed != stored:
-        raise _Broken(seq, f"event #{seq} no longer has the hash signed in checkpoint #{seq}: the chain was rewritten")
+def _walk_side_by_side(using: str, walk: ChainWalk, batch_size: int) -> int:
+    """On a long PostgreSQL trail, advance the walk over the seq ranges that worker processes found sound.
+
+    It stops at the first range that is not sound or does not join the one before; the caller walks on
+    from there in this process, which names the first bad event exactly as a one-process walk would.
+    Returns how many processes walked (1: none were started).
+    """
+    connection = connections[using]
+    processes = settings.AUDIT_VERIFY_PROCESSES
+    if connection.vendor != "postgresql" or processes < 2:
+        return 1
+    bounds = AuditEvent.objects.using(using).aggregate(low=Min("seq"), high=Max("seq"))
+    low, high = bounds["low"], bounds["high"]
+    if low is None or high - low + 1 < max(settings.AUDIT_VERIFY_PARALLEL_FROM, processes):
+        return 1
+    ranges = seq_ranges(low, high, processes)
+    summaries = walk_ranges(connection.get_connection_params(), ranges, walk.checkpoints, batch_size)
+    if summaries is None:
+        return 1
+    for summary in summaries:
+        if not summary.sound or summary.first_seq != walk.head_seq + 1 or summary.first_prev != walk.head_hash:
+            break
+        walk.count += summary.count
+        walk.head_seq, walk.head_hash = summary.last_seq, summary.last_hash
+    return len(ranges)
 
 
 def _check_latest_checkpoint(checkpoint: AuditCheckpoint, head_seq: int) -> None:
     if checkpoint.seq > head_seq:
-        raise _Broken(
+        raise ChainBroken(
             head_seq + 1,
             f"the trail was cut: checkpoint #{checkpoint.seq} was signed but the trail ends at #{head_seq}",
         )
     payload = checkpoint_payload(checkpoint.seq, checkpoint.event_hash)
     if checkpoint.public_key_fingerprint != public_key_fingerprint():
-        raise _Broken(checkpoint.seq, f"checkpoint #{checkpoint.seq} was signed by another key than the server's")
+        raise ChainBroken(checkpoint.seq, f"checkpoint #{checkpoint.seq} was signed by another key than the server's")
     if not verify_signature(public_key_pem(), payload, checkpoint.signature):
-        raise _Broken(checkpoint.seq, f"checkpoint #{checkpoint.seq} has an invalid signature")
+        raise ChainBroken(checkpoint.seq, f"checkpoint #{checkpoint.seq} has an invalid signature")

@@ -14,8 +14,9 @@ an export with nothing but a JSON library and SHA-256.
 
 Speed: verification recomputes this for every event, so the top level is a fixed template whose keys are
 already in sorted order (only the values are encoded per event; a test checks it is byte for byte
-json.dumps), and `hashed_rows` reads with a plain cursor in keyset batches, skipping the ORM's per-row
-conversions: the JSON columns arrive as text and are re-encoded once, canonically.
+json.dumps). `hashed_batches` reads with a plain cursor in keyset batches, skipping the ORM's per-row
+conversions (the database formats the timestamp, JSON columns arrive as text), hashes a whole batch in one
+comprehension, and remembers the encoded form of values that repeat (actors, accounts, keys, states).
 """
 
 from __future__ import annotations
@@ -25,18 +26,18 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 GENESIS_HASH = "0" * 64
 
-_Rows = list[tuple[Any, ...]]
+Rows = list[tuple[Any, ...]]
 
 # The content fields, in the order event_hash() takes them (and values_list reads them).
 HASHED_FIELDS = (
@@ -87,13 +88,8 @@ canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_
 _quote = encode_basestring_ascii
 
 
-def timestamp(value: datetime | str) -> str:
-    """The canonical UTC timestamp; naive datetimes are UTC, and so is the text SQLite stores."""
-    if isinstance(value, str):
-        if value.endswith("Z"):  # already canonical (formatted by PostgreSQL)
-            return value
-        # "YYYY-MM-DD HH:MM:SS[.ffffff]", UTC, as Django stores it in SQLite
-        return value.replace(" ", "T", 1) + ("Z" if len(value) > 19 else ".000000Z")
+def timestamp(value: datetime) -> str:
+    """The canonical UTC timestamp; naive datetimes are UTC (the database walk formats it in SQL instead)."""
     if value.utcoffset():
         value = value.astimezone(UTC)
     # isoformat is several times faster than strftime.
@@ -179,101 +175,184 @@ def checkpoint_payload(seq: int, hash_: str) -> bytes:
     return f"keyward-audit-checkpoint|{seq}|{hash_}".encode("ascii")
 
 
+class _Memo(dict[Any, str]):
+    """value -> canonical text, made by `make` on a miss; a plain dict lookup (in C) on a hit.
+
+    A walk over the trail meets the same actors, roles, accounts, key ids and before/after states again and
+    again, so remembering their canonical text saves most of the per-event encoding. At most `limit` values
+    are remembered, to cap memory; past that a miss is simply made again.
+    """
+
+    def __init__(self, make: Callable[[Any], str], limit: int, seed: dict[Any, str] | None = None) -> None:
+        super().__init__(seed or {})
+        self.make = make
+        self.limit = limit
+
+    def __missing__(self, value: Any) -> str:
+        text = self.make(value)
+        if len(self) < self.limit:
+            self[value] = text
+        return text
+
+
 # A JSON array of plain strings (request ids): its compact form only drops the space after each comma.
-_PLAIN_STRING_LIST = re.compile(r'\[(?:"[\w.:/+=-]*"(?:, ?"[\w.:/+=-]*")*)?\]', re.ASCII)
+_PLAIN_STRING_LIST = re.compile(r'\[(?:"[\w.:/+=-]*"(?:, ?"[\w.:/+=-]*")*)?\]', re.ASCII).fullmatch
 
 
-class _CachedJsonText:
-    """_json_text for a walk over the trail: before/after states repeat a lot, so their canonical text is
-    remembered (up to a bound, to cap memory), and lists of plain strings skip the JSON round trip."""
+class _IdLists(dict[Any, str]):
+    """Request id lists differ from event to event: only the empty list is remembered."""
+
+    def __init__(self) -> None:
+        super().__init__({"[]": "[]", None: "null"})
+
+    def __missing__(self, value: Any) -> str:
+        if isinstance(value, str) and _PLAIN_STRING_LIST(value):
+            return value.replace(", ", ",")
+        return _json_text(value)
+
+
+class _BatchHasher:
+    """Recomputes the hash of every row of a batch (rows as _SELECT reads them, timestamps canonical)."""
 
     LIMIT = 50_000
 
     def __init__(self) -> None:
-        self.cache: dict[str, str] = {}
+        self.quoted = _Memo(_quote, self.LIMIT)
+        self.json_text = _Memo(_json_text, self.LIMIT, {None: "null"})
+        self.id_list = _IdLists()
 
-    def __call__(self, value: Any) -> str:
-        if not isinstance(value, str):
-            return _json_text(value)
-        canonical = self.cache.get(value)
-        if canonical is None:
-            if _PLAIN_STRING_LIST.fullmatch(value):
-                canonical = value.replace(", ", ",")
-            else:
-                canonical = canonical_json(json.loads(value))
-            if len(self.cache) < self.LIMIT:
-                self.cache[value] = canonical
-        return canonical
+    def __call__(self, rows: Rows) -> list[str]:
+        """The hash of each row, with `created_at` already a JSON string (see _CREATED_AT).
+
+        `prev_hash` goes in between plain quotes: where it is not 64 hex digits the row cannot chain to the
+        event before (whose hash is a hexdigest, or the genesis zeros), so the walk rejects it anyway and
+        recomputes the row with recomputed_hash() to say why (hence "replace": a forged non-ASCII prev_hash
+        must not stop the walk).
+        """
+        sha256, q = hashlib.sha256, _quote
+        quoted, json_text, id_list = self.quoted, self.json_text, self.id_list
+        # _TEMPLATE written out as an f-string (twice as fast as %), values as _canonical() encodes them;
+        # the tests check both against json.dumps. This is the hot loop.
+        return [
+            sha256((
+                f'{{"action":{quoted[action]},"actor":{quoted[actor]},"actor_role":{quoted[actor_role]},'
+                f'"after":{json_text[after]},"before":{json_text[before]},"created_at":{created_at},'
+                f'"key_id":{quoted[key_id]},"message":{q(message)},'
+                f'"operation":{"null" if operation_id is None else operation_id},"outcome":{quoted[outcome]},'
+                f'"prev_hash":"{prev_hash}","request_ids":{id_list[request_ids]},"seq":{seq},'
+                f'"source":{quoted[source]},"source_detail":{quoted[source_detail]},'
+                f'"source_ip":{quoted[source_ip]},"target":{quoted[target]}}}'
+            ).encode("ascii", "replace")).hexdigest()
+            for (seq, created_at, actor, actor_role, source, source_ip, source_detail, action, target, key_id,
+                 operation_id, outcome, before, after, request_ids, message, prev_hash, _stored) in rows
+        ]  # fmt: skip
 
 
 _SELECT = (
     "SELECT seq, {created_at}, actor, actor_role, source, source_ip, source_detail, action, target, key_id, "
     "operation_id, outcome, before, after, request_ids, message, prev_hash, hash FROM encryption_auditevent "
 )
-# PostgreSQL formats the timestamp itself: cheaper than building a datetime per row and formatting it.
-_CREATED_AT = {"postgresql": "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"}
+# The canonical timestamp as a JSON string, made by the database: cheaper than building a datetime per row.
+_CREATED_AT = {
+    # Digits and fixed characters only, so plain quotes are its JSON form.
+    "postgresql": "'\"' || to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || '\"'",
+    # Django stores "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC, without the fraction when it is zero. SQLite
+    # stores text, which could hold anything: _quoted_timestamps() encodes it in Python.
+    "sqlite": "replace(created_at, ' ', 'T') || CASE WHEN length(created_at) > 19 THEN 'Z' ELSE '.000000Z' END",
+}
 
 
-def hashed_rows(using: str, batch_size: int = 10_000) -> Iterator[tuple[int, str, str, str]]:
-    """(seq, recomputed hash, stored prev_hash, stored hash) of every event, in seq order.
+def select_for(vendor: str) -> str:
+    """The walk's SELECT (no WHERE or ORDER BY yet) on this database vendor."""
+    return _SELECT.format(created_at=_CREATED_AT[vendor])
 
-    Keyset batches on the unique seq index (no OFFSET), with a plain cursor: no model instances and no
-    per-row ORM conversion, which is most of the cost of a walk over millions of rows.
+
+def hashed_batches(using: str, batch_size: int = 10_000, after: int | None = None) -> Iterator[tuple[Rows, list[str]]]:
+    """Every event in seq order (past `after`, if given), a batch at a time: (rows, each row's recomputed hash).
+
+    A row is (seq, ..., prev_hash, hash) as stored: seq first, the stored prev_hash and hash last. Keyset
+    batches on the unique seq index (no OFFSET), with a plain cursor: no model instances and no per-row ORM
+    conversion, which is most of the cost of a walk over millions of rows.
     """
+    from django.db import connections  # here: worker processes import this module without Django set up
+
     connection = connections[using]
-    select = _SELECT.format(created_at=_CREATED_AT.get(connection.vendor, "created_at"))
-    sha256, ts, q, template = hashlib.sha256, timestamp, _quote, _TEMPLATE
-    json_text = _CachedJsonText()
+    select = select_for(connection.vendor)
     if connection.vendor == "postgresql":
-        batches = _batches_ahead(connection, select, batch_size)
+        connection.ensure_connection()
+        batches = batches_ahead(connection.connection, select, batch_size, after)
     else:
-        batches = _batches(connection, select, batch_size)
+        batches = _quoted_timestamps(_batches(connection, select, batch_size, after))
+    yield from hash_batches(batches)
+
+
+def hash_batches(batches: Generator[Rows, None, None]) -> Iterator[tuple[Rows, list[str]]]:
+    hasher = _BatchHasher()
     with closing(batches):
         for rows in batches:
-            for (seq, created_at, actor, actor_role, source, source_ip, source_detail, action, target, key_id,
-                 operation_id, outcome, before, after, request_ids, message, prev_hash, stored) in rows:  # fmt: skip
-                # The same values in the same (sorted-key) order as _canonical(); inlined for speed.
-                text = template % (
-                    q(action), q(actor), q(actor_role), json_text(after), json_text(before), q(ts(created_at)),
-                    q(key_id), q(message), "null" if operation_id is None else int(operation_id), q(outcome),
-                    q(prev_hash), json_text(request_ids), int(seq), q(source), q(source_detail), q(source_ip),
-                    q(target),
-                )  # fmt: skip
-                yield seq, sha256(text.encode("ascii")).hexdigest(), prev_hash, stored
+            if rows:
+                yield rows, hasher(rows)
 
 
-def _fetch_batches(cursor: Any, select: str, batch_size: int) -> Iterator[_Rows]:
-    last: int | None = None
+def recomputed_hash(row: tuple[Any, ...]) -> str:
+    """The hash of one row as hashed_batches() yields it, every value encoded in full (no shortcut)."""
+    (seq, created_at, actor, actor_role, source, source_ip, source_detail, action, target, key_id, operation_id,
+     outcome, before, after, request_ids, message, prev_hash, _stored) = row  # fmt: skip
+    text = _canonical(
+        seq, json.loads(created_at), actor, actor_role, source, source_ip, source_detail, action, target, key_id,
+        operation_id, outcome, _json_text(before), _json_text(after), _IdLists()[request_ids], message, prev_hash,
+    )  # fmt: skip
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _quoted_timestamps(batches: Generator[Rows, None, None]) -> Generator[Rows, None, None]:
+    with closing(batches):
+        for rows in batches:
+            yield [(row[0], _quote(row[1]), *row[2:]) for row in rows]
+
+
+def fetch_batches(
+    cursor: Any, select: str, batch_size: int, after: int | None = None, until: int | None = None
+) -> Generator[Rows, None, None]:
+    """Keyset batches of the rows with after < seq <= until (either bound optional), in seq order."""
+    last = after
     while True:
-        if last is None:
-            cursor.execute(select + "ORDER BY seq LIMIT %s", [batch_size])
-        else:
-            cursor.execute(select + "WHERE seq > %s ORDER BY seq LIMIT %s", [last, batch_size])
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        where, params = [], []
+        if last is not None:
+            where.append("seq > %s")
+            params.append(last)
+        if until is not None:
+            where.append("seq <= %s")
+            params.append(until)
+        sql = select + (f"WHERE {' AND '.join(where)} " if where else "") + "ORDER BY seq LIMIT %s"
+        cursor.execute(sql, [*params, batch_size])
+        rows: Rows = cursor.fetchall()
         yield rows
         if len(rows) < batch_size:
             return
         last = rows[-1][0]
 
 
-def _batches(connection: BaseDatabaseWrapper, select: str, batch_size: int) -> Generator[_Rows, None, None]:
+def _batches(
+    connection: BaseDatabaseWrapper, select: str, batch_size: int, after: int | None
+) -> Generator[Rows, None, None]:
     with connection.cursor() as cursor:
-        yield from _fetch_batches(cursor, select, batch_size)
+        yield from fetch_batches(cursor, select, batch_size, after)
 
 
 _DONE = object()
 
 
-def _batches_ahead(connection: BaseDatabaseWrapper, select: str, batch_size: int) -> Generator[_Rows, None, None]:
-    """The same batches, the next one fetched by a thread while the caller hashes this one.
+def batches_ahead(
+    raw: Any, select: str, batch_size: int, after: int | None = None, until: int | None = None
+) -> Generator[Rows, None, None]:
+    """fetch_batches() on a psycopg connection, the next batch fetched by a thread while the caller hashes.
 
-    PostgreSQL reads and encodes a batch in about the time Python takes to hash one, so overlapping the two
-    nearly doubles the rate. The thread uses the same psycopg connection (same transaction, so it sees what
-    the caller sees; psycopg serialises its use) while the caller only hashes; it is stopped and joined
-    before this generator returns, however it ends.
+    PostgreSQL reads and encodes a batch while Python hashes the one before, so overlapping the two raises
+    the rate. The thread uses the same connection (same transaction, so it sees what the caller sees;
+    psycopg serialises its use) while the caller only hashes; it is stopped and joined before this
+    generator returns, however it ends.
     """
-    connection.ensure_connection()
-    raw = connection.connection
     handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
@@ -288,7 +367,7 @@ def _batches_ahead(connection: BaseDatabaseWrapper, select: str, batch_size: int
     def produce() -> None:
         try:
             with raw.cursor() as cursor:
-                for rows in _fetch_batches(cursor, select, batch_size):
+                for rows in fetch_batches(cursor, select, batch_size, after, until):
                     if stop.is_set():
                         return
                     put(rows)

@@ -384,6 +384,10 @@ EMULATOR_CMK_REQUIRE_KEY_VERSION = envbool("EMULATOR_CMK_REQUIRE_KEY_VERSION", T
 # generates one under var/ on first use; production points this at a mounted secret file.
 AUDIT_SIGNING_KEY_FILE = Path(envstr("AUDIT_SIGNING_KEY_FILE", str(VAR_DIR / "audit-signing-key.pem")))
 AUDIT_CHECKPOINT_EVERY = envint("AUDIT_CHECKPOINT_EVERY", 100, minimum=1)
+# Chain verification on PostgreSQL: a trail of at least AUDIT_VERIFY_PARALLEL_FROM events is cut into seq ranges
+# that this many processes walk side by side (1: always in the calling process).
+AUDIT_VERIFY_PROCESSES = envint("AUDIT_VERIFY_PROCESSES", min(os.cpu_count() or 1, 4), minimum=1)
+AUDIT_VERIFY_PARALLEL_FROM = envint("AUDIT_VERIFY_PARALLEL_FROM", 200_000, minimum=0)
 
 
 # Logging: to stderr; tokens are never logged (the gateway turns SDK HTTP logging off).

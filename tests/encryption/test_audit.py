@@ -29,7 +29,7 @@ from encryption.actors import Actor, acting_as
 from encryption.http import require_perm
 from encryption.models import AuditCheckpoint, AuditEvent, Subscription
 from encryption.roles import ADMINS, HELP_DESK, REVIEWERS
-from tests.audit_helpers import failing_audit_inserts, privileged_execute
+from tests.audit_helpers import failing_audit_inserts, privileged_execute, reset_audit_tables
 from tests.harness import worker_environment
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -457,6 +457,16 @@ class VerifyChainTests(TransactionTestCase):
         assert report.first_bad_seq == 4
         assert "edited" in report.reason
         assert report.count == 3  # events before the bad one were checked and are fine
+
+    def test_it_names_a_forged_prev_hash_whatever_it_holds(self) -> None:
+        # The batch hasher quotes prev_hash plainly (it must be hex to chain); anything else is still named.
+        for forged in ['"}, "seq": 1, "x": "', "é" * 64, "\\u0041" + "0" * 58]:
+            with self.subTest(forged=forged):
+                reset_audit_tables()
+                record(6)
+                privileged_execute("UPDATE encryption_auditevent SET prev_hash = %s WHERE seq = 4", [forged])
+                report = audit.verify_chain(batch_size=4)
+                assert (report.ok, report.first_bad_seq, report.count) == (False, 4, 3)
 
     def test_it_detects_an_edit_whose_hash_was_recomputed(self) -> None:
         record(10)

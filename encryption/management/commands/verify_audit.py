@@ -40,7 +40,8 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"audit chain intact: {report.count} events; {checked}; "
-            f"{report.seconds:.2f} s ({report.events_per_second:,.0f} events/s)"
+            f"{report.seconds:.2f} s ({report.events_per_second:,.0f} events/s"
+            + (f", {report.processes} processes)" if report.processes > 1 else ")")
         )
 
     def _record(self, report: audit.ChainReport) -> None:

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -93,6 +93,13 @@ class NotAllowed(RequestRefused, PermissionError):
     pass
 
 
+class NotRecorded(Exception):
+    """The request could not be written down (its operation row and audit event), so nothing was done.
+
+    Not a RequestRefused: a refusal is itself audited, and here the audit store is what failed.
+    """
+
+
 class OperationConflict(RequestRefused):
     def __init__(self, message: str, operation: Operation | None = None) -> None:
         super().__init__(message)
@@ -162,12 +169,23 @@ def _create(*, actor: Actor, account: Account | None, kind: str, params: dict[st
             )
             # Not delay_on_commit: a broker that is down must leave the row queued, not fail the request.
             transaction.on_commit(lambda: publish(operation.pk))
-    except IntegrityError:
+    except IntegrityError as exc:
         # Two requests raced past the check above; the database constraint let exactly one in.
         if account is not None:
             _refuse_if_busy(account)
-        raise
+        raise _not_recorded(kind) from exc  # not the race: the store refused the rows (a trigger, a constraint)
+    except DatabaseError as exc:
+        raise _not_recorded(kind) from exc
     return operation
+
+
+def _not_recorded(kind: str) -> NotRecorded:
+    log.exception("%s not recorded: the database refused the operation row or its audit event", kind)
+    return NotRecorded(
+        f"{_kind_label(kind)} was not started: Keyward could not write it to its audit trail, so nothing "
+        "was changed and nothing was sent to Azure. Try again in a moment; if this persists, ask whoever "
+        "runs Keyward to check its database."
+    )
 
 
 def _refuse_if_busy(account: Account) -> None:

@@ -150,6 +150,8 @@ MIDDLEWARE = [
     # After the CSP and security headers (its 400 carries them), before any view reads input.
     "encryption.input_guard.RefuseNulMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A request that could not be written to the audit trail: a 503 saying nothing changed, not a 500.
+    "encryption.not_recorded.NotRecordedMiddleware",
     # Last, as django-axes asks, so it sees the outcome of authentication.
     "axes.middleware.AxesMiddleware",
 ]

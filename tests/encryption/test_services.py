@@ -5,14 +5,15 @@ from datetime import timedelta
 from unittest import mock
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError
+from django.db import DatabaseError
 from django.test import TestCase, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
 from encryption import services
 from encryption.models import AuditEvent, Operation
-from encryption.services import InvalidRequest, NotAllowed, OperationConflict
+from encryption.services import InvalidRequest, NotAllowed, NotRecorded, OperationConflict
+from tests.audit_helpers import failing_audit_inserts
 from tests.encryption.engine_helpers import SUB, broker, broker_ready, cli_actor, make_account, make_cast
 
 KEY_URI = "https://kv-test.vault.azure.net/keys/cmk"
@@ -163,12 +164,14 @@ class RequestChangeTests(TestCase):
         assert refused.exception.operation == first
         assert Operation.objects.count() == 1
 
-    def test_integrity_error_without_a_conflict_is_not_hidden(self):
-        with (
-            mock.patch.object(services.Operation.objects, "create", side_effect=IntegrityError("other")),
-            self.assertRaises(IntegrityError),
-        ):
+    def test_a_request_the_database_refuses_is_not_recorded_and_says_so(self):
+        # SQLite's trigger raises an IntegrityError, PostgreSQL's a DatabaseError: neither is a race.
+        events = AuditEvent.objects.count()
+        with failing_audit_inserts(), self.assertRaises(NotRecorded) as failed:
             self.ask()
+        assert isinstance(failed.exception.__cause__, DatabaseError)  # chained, and logged: not hidden
+        assert "nothing was changed" in str(failed.exception)
+        assert not Operation.objects.exists() and AuditEvent.objects.count() == events
 
 
 class RequestJobTests(TestCase):

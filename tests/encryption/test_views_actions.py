@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import reverse
 
 from encryption.models import Account, Operation
+from tests.audit_helpers import failing_audit_inserts
 from tests.builders import make_account, make_operation
 from tests.encryption.blade_helpers import PROD, BladeTestCase
 
@@ -241,3 +242,41 @@ class BladeAccessMatrixTests(BladeTestCase):
             for method in (self.client.get, self.client.post):
                 response = method(path)
                 assert response.status_code == 302 and "/accounts/login/" in response["Location"], path
+
+
+class AuditStoreDownTests(BladeTestCase):
+    """A change whose audit event cannot be written is not made, and the admin is told so (not a 500)."""
+
+    def test_the_page_says_nothing_was_changed(self):
+        self.login()
+        page = url("account-encryption", self.stale)
+        with failing_audit_inserts():
+            response = self.client.post(url("account-update-version", self.stale), headers={"Referer": page})
+        assert response.status_code == 503 and response["Retry-After"] == "30"
+        body = response.content.decode()
+        assert "Nothing was changed" in body
+        assert "Update key version was not started" in body and "nothing was sent to Azure" in body
+        assert f'href="{page}"' in body
+        assert not CHANGES.exists()
+        # Once the store takes writes again, the same request goes through.
+        self.client.post(url("account-update-version", self.stale))
+        assert CHANGES.get().kind == Operation.Kind.UPDATE_VERSION
+
+    def test_an_htmx_request_goes_back_to_its_page_with_the_message(self):
+        self.login()
+        page = url("account-encryption", self.cmk)
+        with failing_audit_inserts():
+            response = self.client.post(
+                url("account-refresh", self.cmk), headers={**HTMX, "HX-Current-URL": f"http://testserver{page}"}
+            )
+        assert response.status_code == 503 and response["HX-Redirect"] == page
+        assert not Operation.objects.exists()
+        assert "Refresh from Azure was not started" in self.client.get(page).content.decode()
+
+    def test_it_never_sends_anyone_to_another_site(self):
+        self.login()
+        with failing_audit_inserts():
+            response = self.client.post(
+                url("account-refresh", self.cmk), headers={**HTMX, "HX-Current-URL": "https://evil.example/phish"}
+            )
+        assert response["HX-Redirect"] == "/"

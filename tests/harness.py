@@ -336,10 +336,10 @@ def start_worker(
 # Test case classes
 
 
-class CrossProcessTestCase(TransactionTestCase):
-    """Committed rows on every test database, visible to worker processes and live servers."""
+class ReloadingTransactionTestCase(TransactionTestCase):
+    """Committed rows (other connections and processes see them); what the migrations put in the tables
+    (role groups, content types) is reloaded before each test, whatever test ran before."""
 
-    databases = ALL_DATABASES
     # TransactionTestCase empties the tables afterwards; this reloads what the migrations put there.
     serialized_rollback = True
 
@@ -352,6 +352,12 @@ class CrossProcessTestCase(TransactionTestCase):
             if hasattr(connections[alias], "_test_serialized_contents"):
                 call_command("flush", verbosity=0, interactive=False, database=alias, inhibit_post_migrate=True)
         super()._fixture_setup()  # type: ignore[misc]
+
+
+class CrossProcessTestCase(ReloadingTransactionTestCase):
+    """Committed rows on every test database, visible to worker processes and live servers."""
+
+    databases = ALL_DATABASES
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection, transaction
 from django.http import HttpRequest, HttpResponse
-from django.test import RequestFactory, TestCase, TransactionTestCase, override_settings
+from django.test import RequestFactory, TestCase, override_settings
 from django.urls import reverse
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -30,7 +30,7 @@ from encryption.http import require_perm
 from encryption.models import AuditCheckpoint, AuditEvent, Subscription
 from encryption.roles import ADMINS, HELP_DESK, REVIEWERS
 from tests.audit_helpers import failing_audit_inserts, privileged_execute, reset_audit_tables
-from tests.harness import worker_environment
+from tests.harness import ReloadingTransactionTestCase, worker_environment
 
 BASE_DIR = Path(settings.BASE_DIR)
 JWT = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJodHRwczovL3ZhdWx0LmF6dXJlLm5ldCJ9.c2lnbmF0dXJlLXBhcnQtMTIzNDU2"
@@ -432,9 +432,7 @@ class AdminTests(TestCase):
 # the tampering goes through a privileged connection, which sees only committed rows.
 
 
-class VerifyChainTests(TransactionTestCase):
-    serialized_rollback = True  # the role groups the migrations made are back for later tests
-
+class VerifyChainTests(ReloadingTransactionTestCase):
     def test_an_intact_chain_verifies(self) -> None:
         record(25)
         report = audit.verify_chain(batch_size=7)  # several keyset batches, one partial
@@ -548,9 +546,7 @@ class VerifyChainTests(TransactionTestCase):
         assert (report.ok, report.first_bad_seq) == (False, 5)
 
 
-class AppendOnlyTests(TransactionTestCase):
-    serialized_rollback = True  # the role groups the migrations made are back for later tests
-
+class AppendOnlyTests(ReloadingTransactionTestCase):
     def test_the_database_refuses_update_delete_and_truncate_on_postgresql(self) -> None:
         if connection.vendor != "postgresql":
             pytest.skip("the append-only trigger exists on PostgreSQL only")
@@ -628,9 +624,7 @@ APPENDER = textwrap.dedent(
 )
 
 
-class ConcurrentAppendTests(TransactionTestCase):
-    serialized_rollback = True  # the role groups the migrations made are back for later tests
-
+class ConcurrentAppendTests(ReloadingTransactionTestCase):
     def test_two_processes_appending_at_once_keep_one_chain(self) -> None:
         count = 150
         go = Path(os.environ["KEYWARD_VAR_DIR"]) / f"go-{os.getpid()}-{time.monotonic_ns()}"

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
-from django.test import SimpleTestCase, TransactionTestCase, override_settings
+from django.test import SimpleTestCase, override_settings
 
 from encryption import audit
 from encryption.audit_walk import seq_ranges
 from tests.audit_helpers import privileged_execute
 from tests.encryption.test_audit import _insert_forged, _rewrite, record
+from tests.harness import ReloadingTransactionTestCase
 
 
 class SeqRangeTests(SimpleTestCase):
@@ -32,9 +33,7 @@ def _fields(report: audit.ChainReport) -> tuple[object, ...]:
 
 
 @override_settings(AUDIT_CHECKPOINT_EVERY=10, AUDIT_VERIFY_PARALLEL_FROM=0)
-class SideBySideTests(TransactionTestCase):
-    serialized_rollback = True  # the role groups the migrations made are back for later tests
-
+class SideBySideTests(ReloadingTransactionTestCase):
     def setUp(self) -> None:
         if connection.vendor != "postgresql":
             pytest.skip("worker processes walk PostgreSQL trails only (CI=true runs this on PostgreSQL)")

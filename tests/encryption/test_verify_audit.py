@@ -7,13 +7,13 @@ from io import StringIO
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.test import TransactionTestCase, override_settings
+from django.test import override_settings
 
 from encryption import audit
 from encryption.actors import Actor
 from encryption.models import AuditCheckpoint, AuditEvent
 from tests.audit_helpers import privileged_execute
-from tests.harness import worker_environment
+from tests.harness import ReloadingTransactionTestCase, worker_environment
 
 
 def record(n: int) -> list[AuditEvent]:
@@ -36,9 +36,7 @@ def verify_audit(*args: str) -> tuple[int, str, str]:
 # TransactionTestCase: on PostgreSQL the tampering goes through a privileged connection (committed rows).
 
 
-class VerifyAuditCommandTests(TransactionTestCase):
-    serialized_rollback = True  # the role groups the migrations made are back for later tests
-
+class VerifyAuditCommandTests(ReloadingTransactionTestCase):
     def test_it_exits_0_with_the_count_on_an_intact_chain(self) -> None:
         record(7)
         status, out, _ = verify_audit()
@@ -112,9 +110,7 @@ class VerifyAuditCommandTests(TransactionTestCase):
         assert "0 events; no checkpoint yet" in out
 
 
-class VerifyAuditProcessTests(TransactionTestCase):
-    serialized_rollback = True
-
+class VerifyAuditProcessTests(ReloadingTransactionTestCase):
     def run_command(self) -> subprocess.CompletedProcess[str]:
         # A real `python manage.py verify_audit` on this run's test database, as an operator runs it.
         return subprocess.run(

@@ -129,7 +129,12 @@ class CommandOneTestCase(SimpleTestCase):
         # The worker (with its pool and beat) and the web server were really running.
         assert any("celery" in cmd and " worker" in cmd and " -B" in cmd for cmd in running.values()), running
         assert any("runserver" in cmd for cmd in running.values()), running
-        assert portal.interrupt() == 0, portal.output[-3000:]
+        try:
+            status = portal.interrupt()
+        except subprocess.TimeoutExpired:
+            left = processes_in_session(portal.process.pid)
+            pytest.fail(f"bin/run did not stop within 60 s of Ctrl-C; still running: {left}\n{portal.output[-6000:]}")
+        assert status == 0, portal.output[-3000:]
         # Nothing it started is left behind, not even the worker's pool processes.
         assert wait_until(lambda: not processes_in_session(portal.process.pid), timeout=10, message="no leftovers")
         assert "Keyward stopped." in portal.output

@@ -24,6 +24,10 @@ _USER_ROW = re.compile(r"^\s+(admin|reviewer|helpdesk)\s+.+?\s{2,}(\S+)\s*$", re
 _NOT_INHERITED = ("DATABASE_URL", "EMULATOR_DATABASE_URL", "CELERY_BROKER_URL", "CELERY_TASK_DEFAULT_QUEUE")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class RunningPortal:
     """`bin/run` in a session of its own, with its output collected line by line."""
 
@@ -39,6 +43,9 @@ class RunningPortal:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its session id is its pid: every descendant can be found
+            # As from a terminal: a suite started in the background (`... &`) has SIGINT ignored, and a
+            # shell cannot trap a signal ignored when it started, so Ctrl-C would never reach its trap.
+            preexec_fn=_default_sigint,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

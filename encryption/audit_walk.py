@@ -48,17 +48,23 @@ class ChainWalk:
 
     def take(self, rows: Rows, computed: list[str]) -> None:
         """Check a batch (seq first, stored prev_hash and hash last); raise ChainBroken at its first bad event."""
-        stored = [row[-1] for row in rows]
-        if self.sound(rows, computed, stored):
-            self.count += len(rows)
-            self.head_seq, self.head_hash = rows[-1][0], stored[-1]
+        if self.take_if_sound(rows, computed):
             return
         for row in rows:
             seq, prev, own = row[0], row[-2], row[-1]
             check_event(seq, recomputed_hash(row), prev, own, self.head_seq, self.head_hash, self.checkpoints)
             self.count, self.head_seq, self.head_hash = self.count + 1, seq, own
 
-    def sound(self, rows: Rows, computed: list[str], stored: list[str]) -> bool:
+    def take_if_sound(self, rows: Rows, computed: list[str]) -> bool:
+        """Advance over the batch if it is sound (the common case: a few list comparisons done in C)."""
+        stored = [row[-1] for row in rows]
+        if not self._sound(rows, computed, stored):
+            return False
+        self.count += len(rows)
+        self.head_seq, self.head_hash = rows[-1][0], stored[-1]
+        return True
+
+    def _sound(self, rows: Rows, computed: list[str], stored: list[str]) -> bool:
         first, last = rows[0][0], rows[-1][0]
         # seq is unique and the rows come in seq order, so the right ends and length mean no gap.
         if first != self.head_seq + 1 or last - first != len(rows) - 1:
@@ -161,11 +167,8 @@ def summarise_range(
             if walk is None:
                 first_seq, first_prev = rows[0][0], rows[0][-2]
                 walk = ChainWalk(checkpoints, head_seq=first_seq - 1, head_hash=first_prev)
-            stored = [row[-1] for row in rows]
-            if not walk.sound(rows, computed, stored):
+            if not walk.take_if_sound(rows, computed):
                 return RangeSummary(sound=False)
-            walk.count += len(rows)
-            walk.head_seq, walk.head_hash = rows[-1][0], stored[-1]
         if walk is None:
             return RangeSummary(sound=True)
         return RangeSummary(True, walk.count, first_seq, first_prev, walk.head_seq, walk.head_hash)

@@ -341,11 +341,9 @@ def refused_by(failure: KeyVaultFailure) -> CmkRefused:
 
 
 def _refusal_from(req: CmkRequest, failure: KeyVaultFailure) -> CmkRefused:
-    if failure.transient:
-        return unavailable(failure)
-    if failure.code == "KeyVaultAccessDenied":
+    if failure.code == "KeyVaultAccessDenied" and not failure.transient:
         return CmkRefused("KeyVaultAccessDenied", f"{failure.message} {_access_advice(req)}")
-    return CmkRefused(failure.code, failure.message)
+    return refused_by(failure)
 
 
 # The rule sets

@@ -289,10 +289,8 @@ def _walk_side_by_side(using: str, walk: ChainWalk, batch_size: int) -> int:
     if summaries is None:
         return 1
     for summary in summaries:
-        if not summary.sound or summary.first_seq != walk.head_seq + 1 or summary.first_prev != walk.head_hash:
+        if not walk.join(summary):
             break
-        walk.count += summary.count
-        walk.head_seq, walk.head_hash = summary.last_seq, summary.last_hash
     return len(ranges)
 
 

@@ -300,7 +300,7 @@ def recomputed_hash(row: tuple[Any, ...]) -> str:
      outcome, before, after, request_ids, message, prev_hash, _stored) = row  # fmt: skip
     text = _canonical(
         seq, json.loads(created_at), actor, actor_role, source, source_ip, source_detail, action, target, key_id,
-        operation_id, outcome, _json_text(before), _json_text(after), _IdLists()[request_ids], message, prev_hash,
+        operation_id, outcome, _json_text(before), _json_text(after), _json_text(request_ids), message, prev_hash,
     )  # fmt: skip
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 

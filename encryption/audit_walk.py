@@ -64,6 +64,14 @@ class ChainWalk:
         self.head_seq, self.head_hash = rows[-1][0], stored[-1]
         return True
 
+    def join(self, summary: RangeSummary) -> bool:
+        """Advance over a range a worker found sound, if it starts right where the walk stands."""
+        if not summary.sound or summary.first_seq != self.head_seq + 1 or summary.first_prev != self.head_hash:
+            return False
+        self.count += summary.count
+        self.head_seq, self.head_hash = summary.last_seq, summary.last_hash
+        return True
+
     def _sound(self, rows: Rows, computed: list[str], stored: list[str]) -> bool:
         first, last = rows[0][0], rows[-1][0]
         # seq is unique and the rows come in seq order, so the right ends and length mean no gap.
